@@ -1,0 +1,38 @@
+# make course  — set up (once) and run the course headless (main job)
+# make test    — set up (once) and run the test suite
+# make lab     — set up (once) and open the course in JupyterLab
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# The offline CIFAR-10 JPEG mirror, when it sits beside the checkout (development machines
+# and CI). Users without it get torchvision's download of the official files.
+MIRROR := $(wildcard $(abspath ../shared/data/cifar10-jpeg.tar.xz))
+ifneq ($(MIRROR),)
+export DPRP_CIFAR10_MIRROR ?= $(MIRROR)
+endif
+export MPLBACKEND ?= Agg
+
+.PHONY: setup course test lab clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 is needed, found " + sys.version'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+course: setup
+	$(BIN)/python -m dprp_lib demo
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lab: setup
+	$(BIN)/jupyter lab
+
+clean:
+	rm -rf $(VENV) build

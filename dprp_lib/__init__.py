@@ -1,0 +1,28 @@
+"""dprp_lib: Dynamic Parameter Rank Pruning (arXiv 2401.08014), as a small library to learn from.
+
+    import dprp_lib as dprp
+    model = dprp.svdify(dprp.models.resnet20())        # every conv/linear as U·diag(s)·Vᵀ
+    reg = dprp.Regularizer(orth=1.0, sort=1.0, sparse=1e-4)
+    loss = criterion(model(x), y) + reg(model)[0]
+    dprp.prune_ranks(model, energy=1e-3, optimizer=opt) # at chosen epochs
+    small = dprp.compact(model)                        # plain torch modules, cheaper form per layer
+"""
+from . import models
+from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from .convert import compact, svdify
+from .layers import SVDConv2d, SVDLayer, SVDLinear, svd_layers
+from .metrics import count_macs, count_params, deployed_params, format_table, rank_table
+from .pruning import PruneSchedule, energy_rank, prune_ranks
+from .regularizers import Regularizer, orthogonality, sorting, sparsity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "models",
+    "SVDLayer", "SVDConv2d", "SVDLinear", "svd_layers",
+    "svdify", "compact",
+    "Regularizer", "orthogonality", "sorting", "sparsity",
+    "prune_ranks", "energy_rank", "PruneSchedule",
+    "count_params", "deployed_params", "count_macs", "rank_table", "format_table",
+    "save_checkpoint", "load_checkpoint", "load_model_state",
+]

@@ -1,0 +1,306 @@
+"""Data: CIFAR-10/100 (torchvision), the offline CIFAR-10 JPEG mirror, Fashion-MNIST.
+
+Every data set is decoded once into uint8 tensors (N×C×H×W) and cached under `root`
+(default `data/`). Training then keeps the whole set on the training device and augments
+whole batches there (see `BatchLoader`): no DataLoader, no per-step host copies.
+
+Where the files come from:
+- "cifar10", "cifar100": torchvision's official files, downloaded into `root` and
+  checksummed by torchvision.
+- "cifar10-mirror": a JPEG re-encoding of CIFAR-10 (lossy; results on it are labelled
+  "CIFAR-10 (JPEG mirror)"), given as a `.tar.xz` of class folders or the extracted folder,
+  through `source=` or the DPRP_CIFAR10_MIRROR environment variable.
+- "fashion-mnist": the original IDX files, from `source=`, DPRP_FASHION_MNIST_DIR, the
+  Debian package dataset-fashion-mnist (/usr/share/datasets/fashion-mnist), or
+  torchvision's download.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import save_checkpoint
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+DEBIAN_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+DATASETS = ("cifar10", "cifar100", "cifar10-mirror", "fashion-mnist")
+LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
+          "cifar10-mirror": "CIFAR-10 (JPEG mirror)", "fashion-mnist": "Fashion-MNIST"}
+
+
+@dataclass
+class ImageData:
+    """A data set as uint8 images (N×C×H×W) and int64 labels, plus what describes it."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: tuple
+
+    @property
+    def label(self) -> str:
+        """How results on this data must be labelled (the mirror is not official CIFAR-10)."""
+        return LABELS[self.name]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple:
+        return tuple(self.train_x.shape[1:])
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training images, in [0, 1] units."""
+        x = self.train_x.to(torch.float64).div_(255).transpose(0, 1).flatten(1)
+        return x.mean(1).tolist(), x.std(1).tolist()
+
+    def subset(self, train_per_class: int | None = None, test_per_class: int | None = None) -> "ImageData":
+        """The first N images of each class (deterministic), for quick runs."""
+        tx, ty = _first_per_class(self.train_x, self.train_y, train_per_class)
+        vx, vy = _first_per_class(self.test_x, self.test_y, test_per_class)
+        return ImageData(self.name, tx, ty, vx, vy, self.classes)
+
+
+def _first_per_class(x, y, n):
+    if n is None:
+        return x, y
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"images per class must be a positive int, got {n!r}")
+    keep = torch.zeros_like(y, dtype=torch.bool)
+    for c in y.unique():
+        keep[(y == c).nonzero().flatten()[:n]] = True
+    return x[keep], y[keep]
+
+
+class DataUnavailable(FileNotFoundError):
+    """The data set is not on disk and could not be downloaded."""
+
+
+def load_dataset(name: str, root="data", source=None, download: bool = True) -> ImageData:
+    """Load a data set by name (one of DATASETS), decoding it once into `root`'s cache."""
+    if name not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}")
+    root = Path(root)
+    cache = root / f"{name}.uint8.pt"
+    if cache.is_file():
+        d = torch.load(cache, weights_only=True)
+        return ImageData(name, d["train_x"], d["train_y"], d["test_x"], d["test_y"], tuple(d["classes"]))
+    data = _READERS[name](root, source, download)
+    # Written atomically: an interrupted decode leaves no half-written cache behind.
+    save_checkpoint(cache, train_x=data.train_x, train_y=data.train_y, test_x=data.test_x,
+                    test_y=data.test_y, classes=list(data.classes))
+    return data
+
+
+# --- CIFAR-10 JPEG mirror ----------------------------------------------------------------
+def _read_mirror(root, source, download) -> ImageData:
+    source = source or os.environ.get("DPRP_CIFAR10_MIRROR")
+    if not source:
+        raise DataUnavailable(
+            "the CIFAR-10 JPEG mirror needs its location: pass source=<.tar.xz or folder> or set "
+            "DPRP_CIFAR10_MIRROR (or use dataset='cifar10' to download the official files)")
+    source = Path(source)
+    if not source.exists():
+        raise DataUnavailable(f"CIFAR-10 mirror not found at {source} (from source= or DPRP_CIFAR10_MIRROR)")
+    files = _mirror_files(source)
+    split = {}
+    for part in ("train", "test"):
+        items = sorted((k, v) for k, v in files.items() if k[0] == part)
+        if not items:
+            raise DataUnavailable(f"{source} has no {part}/<class>/*.jpg images")
+        xs = np.stack([_decode_jpeg(v) for _, v in items])
+        ys = [CIFAR10_CLASSES.index(k[1]) for k, _ in items]
+        split[part] = (torch.from_numpy(xs).permute(0, 3, 1, 2).contiguous(), torch.tensor(ys))
+    return ImageData("cifar10-mirror", *split["train"], *split["test"], CIFAR10_CLASSES)
+
+
+def _mirror_files(source: Path) -> dict:
+    """{(split, class, filename): bytes or path} for every image of the mirror."""
+    def key(parts):
+        if len(parts) >= 3 and parts[-3] in ("train", "test") and parts[-2] in CIFAR10_CLASSES \
+                and parts[-1].lower().endswith((".jpg", ".jpeg", ".png")):
+            return parts[-3], parts[-2], parts[-1]
+        return None
+
+    files = {}
+    if source.is_dir():
+        for p in source.rglob("*"):
+            k = key(p.relative_to(source).parts)
+            if k:
+                files[k] = p
+        return files
+    with tarfile.open(source, "r|*") as tar:
+        for member in tar:
+            k = key(Path(member.name).parts) if member.isfile() else None
+            if k:
+                files[k] = tar.extractfile(member).read()
+    return files
+
+
+def _decode_jpeg(src) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+# --- CIFAR-10/100 through torchvision ------------------------------------------------------
+def _read_torchvision_cifar(name):
+    def read(root, source, download):
+        from torchvision import datasets
+
+        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+        try:
+            train = cls(source or root, train=True, download=download)
+            test = cls(source or root, train=False, download=download)
+        except Exception as e:  # torchvision raises RuntimeError or URLError when offline
+            raise DataUnavailable(
+                f"{LABELS[name]} is not in {source or root} and could not be downloaded ({e}). "
+                f"Download it on a connected machine into {root}/, or for CIFAR-10 use "
+                "dataset='cifar10-mirror' with DPRP_CIFAR10_MIRROR pointing at the JPEG mirror") from e
+
+        def tensors(ds):
+            return (torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
+                    torch.tensor(ds.targets, dtype=torch.int64))
+        return ImageData(name, *tensors(train), *tensors(test), tuple(train.classes))
+    return read
+
+
+# --- Fashion-MNIST -------------------------------------------------------------------------
+_FASHION_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
+                  "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _find_idx(folder: Path, stem: str):
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _read_fashion(root, source, download) -> ImageData:
+    candidates = [source, os.environ.get("DPRP_FASHION_MNIST_DIR"), DEBIAN_FASHION_DIR,
+                  Path(root) / "FashionMNIST" / "raw"]
+    for folder in (Path(c) for c in candidates if c):
+        paths = {k: _find_idx(folder, stem) for k, stem in _FASHION_FILES.items()}
+        if all(paths.values()):
+            a = {k: torch.from_numpy(_read_idx(p).copy()) for k, p in paths.items()}
+            return ImageData("fashion-mnist", a["train_x"].unsqueeze(1), a["train_y"].long(),
+                             a["test_x"].unsqueeze(1), a["test_y"].long(), FASHION_CLASSES)
+    if download:
+        from torchvision import datasets
+
+        try:
+            datasets.FashionMNIST(root, train=True, download=True)
+            datasets.FashionMNIST(root, train=False, download=True)
+            return _read_fashion(root, None, False)
+        except Exception as e:
+            raise DataUnavailable(_fashion_help(root) + f" (download failed: {e})") from e
+    raise DataUnavailable(_fashion_help(root))
+
+
+def _fashion_help(root) -> str:
+    return ("Fashion-MNIST not found: install the Debian package dataset-fashion-mnist "
+            f"(files in {DEBIAN_FASHION_DIR}), set DPRP_FASHION_MNIST_DIR to a folder with the "
+            f"four IDX files, or let torchvision download it into {root}/")
+
+
+_READERS = {"cifar10": _read_torchvision_cifar("cifar10"), "cifar100": _read_torchvision_cifar("cifar100"),
+            "cifar10-mirror": _read_mirror, "fashion-mnist": _read_fashion}
+
+
+# --- batches on the device -----------------------------------------------------------------
+def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
+    """Per-image random crop (zero padding `pad`) and horizontal flip of a uint8 batch, on its device."""
+    b, _, h, w = x.shape
+    dev = x.device
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator, device=dev)
+    dx = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator, device=dev)
+    rows = dy + torch.arange(h, device=dev)
+    cols = dx + torch.arange(w, device=dev)
+    if flip:
+        mirrored = torch.rand(b, 1, generator=generator, device=dev) < 0.5
+        cols = torch.where(mirrored, cols.flip(1), cols)
+    batch = torch.arange(b, device=dev)[:, None, None]
+    # Advanced indexing around the channel slice puts channels last: (b, h, w, c).
+    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+class BatchLoader:
+    """Batches of a uint8 image set held whole on `device`.
+
+    Each epoch is shuffled by a generator seeded from (seed, epoch), so epoch k's order is
+    the same whether a run went straight through or resumed (`set_epoch`, as with torch's
+    DistributedSampler). With `world_size` > 1 each rank takes its share of one permutation.
+    Training batches are augmented on the device (crop + flip), then normalised.
+    """
+
+    def __init__(self, x, y, batch_size: int, mean, std, *, train: bool, device="cpu",
+                 augment: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 dtype=torch.float32):
+        if x.dtype != torch.uint8:
+            raise TypeError(f"x must be a uint8 image tensor, got {x.dtype}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.device = torch.device(device)
+        self.x, self.y = x.to(self.device), y.to(self.device)
+        self.batch_size, self.train, self.augment = batch_size, train, augment and train
+        self.seed, self.rank, self.world_size, self.dtype = seed, rank, world_size, dtype
+        shape = (1, -1, 1, 1)
+        self.mean = torch.as_tensor(mean, dtype=dtype, device=self.device).view(shape) * 255
+        self.std = torch.as_tensor(std, dtype=dtype, device=self.device).view(shape) * 255
+        self.epoch = 0
+        self.generator = torch.Generator(device=self.device)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.y)
+        if not self.train:
+            idx = torch.arange(n, device=self.device)
+        else:
+            self.generator.manual_seed(self.seed * 1_000_003 + self.epoch)
+            idx = torch.randperm(n, generator=self.generator, device=self.device)
+            # Training drops the ragged tail so every rank gets the same number of full batches.
+            per_step = self.batch_size * self.world_size
+            idx = idx[: n // per_step * per_step]
+        return idx[self.rank::self.world_size]
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        if self.train:
+            return n // (self.batch_size * self.world_size)
+        return -(-len(range(self.rank, n, self.world_size)) // self.batch_size)
+
+    def __iter__(self):
+        idx = self._indices()
+        for i in range(0, len(idx), self.batch_size):
+            j = idx[i: i + self.batch_size]
+            x = self.x[j]
+            if self.augment:
+                x = augment(x, self.generator)
+            yield (x.to(self.dtype) - self.mean) / self.std, self.y[j]

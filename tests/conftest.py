@@ -1,0 +1,25 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def f64():
+    """Run a test in float64 (exactness checks), restoring the default afterwards."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def require_mirror() -> str:
+    """The CIFAR-10 mirror's path; in CI its absence is a failure, elsewhere a skip."""
+    path = os.environ.get("DPRP_CIFAR10_MIRROR")
+    if path and os.path.exists(path):
+        return path
+    if os.environ.get("CI"):
+        pytest.fail("DPRP_CIFAR10_MIRROR is not set in CI: run the tests through `make test`")
+    pytest.skip("the offline CIFAR-10 mirror is not available (set DPRP_CIFAR10_MIRROR)")
