@@ -1,37 +1,158 @@
 """Command line: `python -m dprp_lib <command>`.
 
-    demo    train a factored ResNet-20 for a few epochs on a small real subset, pruning its
-            ranks as it goes, and print the rank table and sizes
+    train    CONFIG.json [--set key=value ...]   train as the config says (configs/ has the paper's settings)
+    eval     RUN_DIR|CHECKPOINT                  test accuracy of a run's checkpoint
+    compact  RUN_DIR|CHECKPOINT -o FILE          export the deployed model (torch.export, no dprp_lib needed to load)
+    report   RUN_DIR [RUN_DIR ...]               a table of runs' summaries
+    demo                                         a one-minute DPRP run on a small real subset
+
+Multi-GPU: torchrun --nproc_per_node=N -m dprp_lib train CONFIG.json
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 
 
 def _default_dataset() -> str:
     return "cifar10-mirror" if os.environ.get("DPRP_CIFAR10_MIRROR") else "cifar10"
 
 
-def demo(args) -> int:
-    from .data import DataUnavailable
-    from .demo import run_demo
+def _checkpoint_path(path: str) -> Path:
+    p = Path(path)
+    return p / "checkpoint.pt" if p.is_dir() else p
+
+
+def cmd_train(args) -> int:
+    from .config import TrainConfig
+    from .train import fit
 
     try:
-        run_demo(args.dataset, args.data_dir, args.epochs, args.per_class, args.batch_size,
-                 args.lr, args.sparse, args.energy, args.seed)
-    except DataUnavailable as e:
-        print(f"error: {e}", file=sys.stderr)
+        config = TrainConfig.load(args.config, args.set)
+    except (ValueError, TypeError) as e:
+        print(f"error: bad config: {e}", file=sys.stderr)
         return 2
+    summary = fit(config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(_report_table([summary]))
+        print(f"run written to {config.out_dir}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .config import TrainConfig
+    from .data import BatchLoader, load_dataset
+    from .metrics import count_params, deployed_params
+    from .train import evaluate, model_from_checkpoint
+
+    ckpt = load_checkpoint(_checkpoint_path(args.run))
+    config = TrainConfig.from_dict({**ckpt["config"], "resume": False})
+    device = torch.device(args.device)
+    model = model_from_checkpoint(ckpt).to(device)
+    data = load_dataset(config.dataset, args.data_dir or config.data_dir, config.data_source)
+    data = data.subset(None, config.test_per_class)
+    norm = ckpt["normalization"]  # the training images' statistics, as in training
+    loader = BatchLoader(data.test_x, data.test_y, 500, norm["mean"], norm["std"], train=False, device=device)
+    result = evaluate(model, loader)
+    print(f"{config.method} {config.model} on {data.label} (epoch {ckpt['epoch']}): "
+          f"test accuracy {result['test_acc']:.2%} over {len(data.test_y)} images; "
+          f"parameters {count_params(model):,} as trained, {deployed_params(model):,} deployed")
+    return 0
+
+
+def cmd_compact(args) -> int:
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .convert import compact
+    from .metrics import count_params
+    from .train import model_from_checkpoint
+
+    ckpt = load_checkpoint(_checkpoint_path(args.run))
+    model = model_from_checkpoint(ckpt).eval()
+    small = compact(model).eval()
+    channels = 1 if ckpt["config"]["dataset"] == "fashion-mnist" else 3
+    size = 28 if channels == 1 else 32
+    example = (torch.zeros(2, channels, size, size),)
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(small, example, dynamic_shapes=({0: batch},))
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.pt2")
+    torch.export.save(program, tmp)
+    os.replace(tmp, out)
+    print(f"wrote {out}: {count_params(small):,} parameters (factored model: {count_params(model):,}); "
+          "load it with torch.export.load(path).module()")
+    return 0
+
+
+def _report_table(summaries) -> str:
+    from .metrics import format_table
+
+    rows = [{"method": s["method"], "model": s["model"], "dataset": s["dataset"], "seed": s["seed"],
+             "epochs": s["epochs"], "test_acc": f"{s['test_acc']:.2%}",
+             "params": s["params"], "deployed": s["deployed_params"],
+             "deployed/dense": f"{s['deployed_fraction']:.1%}", "MACs/dense": f"{s['macs_fraction']:.1%}",
+             "rank": f"{s['total_rank']}/{s['full_rank']}", "time_s": round(s["time"], 1)}
+            for s in summaries]
+    return format_table(rows)
+
+
+def cmd_report(args) -> int:
+    summaries = []
+    for run in args.runs:
+        path = Path(run) / "summary.json"
+        if not path.is_file():
+            print(f"error: no summary.json in {run} (is the run finished?)", file=sys.stderr)
+            return 2
+        summaries.append(json.loads(path.read_text()))
+    print(_report_table(summaries))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.dataset, args.data_dir, args.epochs, args.per_class, args.batch_size,
+             args.lr, args.sparse, args.energy, args.seed)
     return 0
 
 
 def main(argv=None) -> int:
+    from .data import DataUnavailable
+
     parser = argparse.ArgumentParser(prog="python -m dprp_lib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="a short DPRP run on a small real subset")
+
+    p = sub.add_parser("train", help="train as a config file says")
+    p.add_argument("config", help="a JSON config (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set epochs=2 --set out_dir=runs/x")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="test accuracy of a run's checkpoint")
+    p.add_argument("run", help="a run folder or a checkpoint file")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compact", help="export the deployed (compacted) model")
+    p.add_argument("run", help="a run folder or a checkpoint file")
+    p.add_argument("-o", "--output", required=True, help="the .pt2 file to write")
+    p.set_defaults(func=cmd_compact)
+
+    p = sub.add_parser("report", help="a table of finished runs")
+    p.add_argument("runs", nargs="+", help="run folders")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="a one-minute DPRP run on a small real subset")
     p.add_argument("--dataset", default=_default_dataset(),
                    help="cifar10-mirror (needs DPRP_CIFAR10_MIRROR), cifar10 or cifar100 (download)")
     p.add_argument("--data-dir", default="data", help="download and cache folder (default: data)")
@@ -42,9 +163,14 @@ def main(argv=None) -> int:
     p.add_argument("--sparse", type=float, default=5e-3, help="L1 weight on the singular values")
     p.add_argument("--energy", type=float, default=0.02, help="fraction of Σ s² a cut may drop")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=demo)
+    p.set_defaults(func=cmd_demo)
+
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (DataUnavailable, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,62 +1,459 @@
-"""Training: one epoch of (optionally penalised) training, and evaluation.
+"""One training loop for dense baselines, DPRP and the earlier methods.
 
-Nothing here synchronises with the host inside a step: losses and counts accumulate on
-the device and are read once per epoch.
+    summary = fit(TrainConfig(method="dprp", model="resnet20", dataset="cifar10", epochs=164))
+
+Methods (same recipe, same data order, same initial function for all):
+- dense: the plain network.
+- dprp: factored from the start; the three penalties; ranks cut during training by the
+  energy rule on a PruneSchedule; no separate fine-tuning stage.
+- svd-training (Yang et al. 2020): factored; penalties; one energy cut after `epochs`
+  (largest values kept), then `finetune_epochs` without the sparsity penalty.
+- posthoc: the dense network trained as usual, then factored by SVD and cut by the same
+  energy rule, with no retraining.
+
+A run writes to `out_dir`: config.json, metrics.jsonl (one line an epoch), checkpoint.pt
+(after every epoch, atomically) and summary.json. `resume=True` continues from the
+checkpoint to the same result as an uninterrupted run. Nothing in a training step waits on
+the host: losses and counts accumulate on the device and are read once an epoch.
+Under torchrun the run is data-parallel (DistributedDataParallel); pruning decisions are
+taken from rank 0's singular values so factor shapes stay identical on every process.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from .config import TrainConfig
+from .convert import svdify
+from .data import BatchLoader, load_dataset
+from .layers import svd_layers
+from .metrics import count_macs, count_params, deployed_params
+from .models import build_model
+from .pruning import PruneSchedule, prune_ranks
 from .regularizers import Regularizer
 
 
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+class RunExists(FileExistsError):
+    """out_dir already holds a run; resume it or choose another out_dir."""
+
+
+# --- the two loops ---------------------------------------------------------------------------
 def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
-                regularizer: Regularizer | None = None, scheduler=None, progress=None) -> dict:
-    """One pass over `loader`; returns mean loss, accuracy and (unweighted) penalties."""
+                regularizer: Regularizer | None = None, set_lr=None, autocast=None,
+                progress=None, reg_model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """One pass over `loader`. Returns device-side sums (read them once, after the epoch).
+
+    `set_lr(i)` sets the learning rate before step i of the epoch; `autocast` is a context
+    manager factory for mixed precision (the penalties stay in float32); `reg_model` is the
+    module the penalties read (the unwrapped model under DistributedDataParallel).
+    """
     model.train()
     dev = next(model.parameters()).device
-    sums = {k: torch.zeros((), device=dev) for k in ("loss", "correct", "orth", "sort", "sparse")}
-    seen = 0
-    for x, y in loader:
-        out = model(x)
-        loss = F.cross_entropy(out, y)
-        total = loss
+    keys = ("loss", "correct", "seen", "orth", "sort", "sparse", "steps", "nonfinite")
+    sums = {k: torch.zeros((), device=dev) for k in keys}
+    autocast = autocast or contextlib.nullcontext
+    for i, (x, y) in enumerate(loader):
+        if set_lr is not None:
+            set_lr(i)
+        with autocast():
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+        total = loss.float()
         if regularizer is not None:
-            penalty, parts = regularizer(model)
-            total = loss + penalty
+            penalty, parts = regularizer(reg_model or model)
+            total = total + penalty
             for k, v in parts.items():
                 sums[k] += v.detach()
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        sums["loss"] += loss.detach() * len(y)
+        sums["nonfinite"] += (~torch.isfinite(total.detach())).float()
+        sums["loss"] += loss.detach().float() * len(y)
         sums["correct"] += (out.argmax(1) == y).sum()
-        seen += len(y)
+        sums["seen"] += len(y)
+        sums["steps"] += 1
         if progress is not None:
             progress.update(1)
-    steps = max(len(loader), 1)
-    values = {k: v.item() for k, v in sums.items()}
-    result = {"train_loss": values["loss"] / max(seen, 1), "train_acc": values["correct"] / max(seen, 1)}
-    if regularizer is not None:
-        result.update({k: values[k] / steps for k in ("orth", "sort", "sparse")})
-    return result
+    return sums
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader) -> dict:
-    """Mean cross-entropy and top-1 accuracy of `model` over `loader`."""
+def evaluate_sums(model: nn.Module, loader, autocast=None) -> dict[str, torch.Tensor]:
     model.eval()
     dev = next(model.parameters()).device
-    loss = torch.zeros((), device=dev)
-    correct = torch.zeros((), device=dev)
-    seen = 0
+    sums = {k: torch.zeros((), device=dev) for k in ("loss", "correct", "seen")}
+    autocast = autocast or contextlib.nullcontext
     for x, y in loader:
-        out = model(x)
-        loss += F.cross_entropy(out, y, reduction="sum")
-        correct += (out.argmax(1) == y).sum()
-        seen += len(y)
-    return {"test_loss": loss.item() / max(seen, 1), "test_acc": correct.item() / max(seen, 1)}
+        with autocast():
+            out = model(x)
+        sums["loss"] += F.cross_entropy(out.float(), y, reduction="sum")
+        sums["correct"] += (out.argmax(1) == y).sum()
+        sums["seen"] += len(y)
+    return sums
+
+
+def evaluate(model: nn.Module, loader) -> dict:
+    """Mean cross-entropy and top-1 accuracy of `model` over `loader`."""
+    s = {k: v.item() for k, v in evaluate_sums(model, loader).items()}
+    return {"test_loss": s["loss"] / max(s["seen"], 1), "test_acc": s["correct"] / max(s["seen"], 1)}
+
+
+def summarise_epoch(sums: dict) -> dict:
+    s = {k: v.item() for k, v in sums.items()}
+    out = {"train_loss": s["loss"] / max(s["seen"], 1), "train_acc": s["correct"] / max(s["seen"], 1)}
+    steps = max(s["steps"], 1)
+    out.update({k: s[k] / steps for k in ("orth", "sort", "sparse")})
+    out["nonfinite_steps"] = int(s["nonfinite"])
+    return out
+
+
+# --- learning rate -------------------------------------------------------------------------
+def lr_at(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """The learning rate at `step` of 1-based `epoch`, for the main phase or fine-tuning."""
+    if epoch > config.epochs:  # svd-training's fine-tuning: cosine from lr·gamma to 0
+        done = (epoch - config.epochs - 1 + step / steps_per_epoch) / max(config.finetune_epochs, 1)
+        return config.lr * config.gamma * 0.5 * (1 + math.cos(math.pi * done))
+    progress = (epoch - 1 + step / steps_per_epoch) / config.epochs
+    warm = config.warmup_epochs / config.epochs
+    if progress < warm:
+        return config.lr * (progress / warm)
+    if config.schedule == "constant":
+        return config.lr
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * (progress - warm) / (1 - warm)))
+    passed = sum(epoch > round(m * config.epochs) for m in config.milestones)
+    return config.lr * config.gamma ** passed
+
+
+def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD or AdamW; weight decay only on the parameters `weight_decay_on` names."""
+    no_decay = set()
+    for _, layer in svd_layers(model):
+        if config.weight_decay_on in ("except_uv", "except_factors"):
+            no_decay |= {id(layer.U), id(layer.V)}
+        if config.weight_decay_on == "except_factors":
+            no_decay.add(id(layer.s))
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if id(p) not in no_decay], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+# --- distributed ---------------------------------------------------------------------------
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
+
+    def __init__(self):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.started_here = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def start(self, device: torch.device) -> None:
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            self.started_here = True
+
+    def stop(self) -> None:
+        if self.started_here:
+            dist.destroy_process_group()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def sum(self, sums: dict) -> dict:
+        if self.enabled:
+            keys = sorted(sums)
+            flat = torch.stack([sums[k].float() for k in keys])
+            dist.all_reduce(flat)
+            sums = dict(zip(keys, flat.unbind()))
+        return sums
+
+    def broadcast(self, tensors) -> None:
+        if self.enabled:
+            for t in tensors:
+                dist.broadcast(t, 0)
+
+    def gather(self, obj) -> list:
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def resolve_device(name: str, ddp: Distributed) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device='cuda' but no CUDA device is available (use device='cpu' or 'auto')")
+        torch.cuda.set_device(ddp.local_rank)
+        return torch.device("cuda", ddp.local_rank)
+    return torch.device("cpu")
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+def model_from_checkpoint(ckpt: dict) -> nn.Module:
+    """Rebuild the model a checkpoint of `fit` holds (architecture, factoring, ranks, weights)."""
+    config = TrainConfig.from_dict({**ckpt["config"], "resume": False})
+    model = build_model(config.model, ckpt["num_classes"])
+    if ckpt["factored"]:
+        svdify(model, skip=config.skip)
+    return load_model_state(model, ckpt["model"])
+
+
+def _write_jsonl(path: Path, rows) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+def _append_jsonl(path: Path, row) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+# --- the run ---------------------------------------------------------------------------------
+def fit(config: TrainConfig, on_epoch_end=None) -> dict:
+    """Train as `config` says; return the summary (also written to out_dir/summary.json).
+
+    `on_epoch_end(epoch, row)` is called after each epoch's checkpoint is on disk.
+    """
+    config.validate()
+    ddp = Distributed()
+    device = resolve_device(config.device, ddp)
+    ddp.start(device)
+    try:
+        return _fit(config, ddp, device, on_epoch_end)
+    finally:
+        ddp.stop()
+
+
+def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_end) -> dict:
+    out = Path(config.out_dir)
+    ckpt_path = out / "checkpoint.pt"
+    if ddp.main:
+        if ckpt_path.exists() and not config.resume:
+            raise RunExists(f"{out} already holds a run (checkpoint.pt): pass resume=True to continue "
+                            "it, or choose another out_dir")
+        out.mkdir(parents=True, exist_ok=True)
+    ddp.barrier()
+
+    # Data: rank 0 decodes into the cache first, the others read it.
+    if ddp.main:
+        data = load_dataset(config.dataset, config.data_dir, config.data_source)
+    ddp.barrier()
+    if not ddp.main:
+        data = load_dataset(config.dataset, config.data_dir, config.data_source)
+    data = data.subset(config.train_per_class, config.test_per_class)
+    mean, std = data.channel_stats()
+    train = BatchLoader(data.train_x, data.train_y, config.batch_size, mean, std, train=True,
+                        device=device, augment=config.augment, seed=config.seed,
+                        rank=ddp.rank, world_size=ddp.world_size)
+    test = BatchLoader(data.test_x, data.test_y, 500, mean, std, train=False, device=device,
+                       rank=ddp.rank, world_size=ddp.world_size)
+    if len(train) == 0:
+        raise ValueError(f"batch_size={config.batch_size} is larger than the training set "
+                         f"({len(data.train_y)} images over {ddp.world_size} process(es))")
+
+    # Model: the same initial function for every method.
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, data.num_classes).to(device)
+    input_size = (1,) + data.image_shape
+    dense_params, dense_macs = count_params(model), count_macs(model, input_size)
+    factored = config.method in ("dprp", "svd-training")
+    if factored:
+        svdify(model, skip=config.skip)
+    regularizer = Regularizer(config.orth, config.sort, config.sparse, config.sparse_kind) if factored else None
+    schedule = PruneSchedule(config.prune_warmup, config.prune_every, config.prune_stop)
+    total_epochs = config.epochs + (config.finetune_epochs if config.method == "svd-training" else 0)
+
+    start_epoch, history, finished_posthoc = 0, [], False
+    if config.resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        _check_same_run(config, ckpt["config"])
+        if ckpt["factored"] and not factored:  # posthoc's final, factored model
+            svdify(model, skip=config.skip)
+            finished_posthoc = True
+        load_model_state(model, ckpt["model"])
+        start_epoch, history = ckpt["epoch"], ckpt["history"]
+    optimizer = make_optimizer(config, model)
+    if start_epoch:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if config.method == "svd-training" and start_epoch >= config.epochs:
+            regularizer.sparse = 0.0
+    if ddp.main:
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        _write_jsonl(out / "metrics.jsonl", history)
+
+    amp = config.amp
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+
+    wrapped = _wrap(model, config, ddp, device)
+    steps = len(train)
+    bar = _progress(config, ddp, total=(total_epochs - start_epoch) * steps, epochs=total_epochs)
+    elapsed = history[-1]["time"] if history else 0.0
+    for epoch in range(start_epoch + 1, total_epochs + 1):
+        t0 = time.perf_counter()
+        train.set_epoch(epoch)
+
+        def set_lr(i, epoch=epoch):
+            lr = lr_at(config, epoch, i, steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        sums = train_epoch(wrapped, train, optimizer, regularizer, set_lr, autocast, bar, reg_model=model)
+        row = {"epoch": epoch, "phase": "finetune" if epoch > config.epochs else "train",
+               "lr": optimizer.param_groups[0]["lr"]}
+        row.update(summarise_epoch(ddp.sum(sums)))
+        if row["nonfinite_steps"]:
+            raise NonFiniteLoss(
+                f"epoch {epoch}: the loss was NaN or infinite in {row['nonfinite_steps']} step(s); "
+                f"stopped. The last good checkpoint ({ckpt_path}, epoch {epoch - 1}) is kept: "
+                "lower lr or the penalty weights and resume")
+
+        cut = (config.method == "dprp" and schedule.due(epoch)) or (
+            config.method == "svd-training" and epoch == config.epochs)
+        pruned = {}
+        if cut:
+            # DDP's reducer holds each parameter's gradient accumulator, which remembers the
+            # parameter's shape: drop it before shapes change, and wrap the model anew after.
+            wrapped = None
+            gc.collect()
+            # svd-training (Yang et al.): one cut keeping the largest values, then fine-tuning
+            # without the sparsity penalty.
+            reorder = config.reorder if config.method == "dprp" else True
+            pruned = _prune(model, optimizer, config.energy, config.min_rank, reorder, ddp)
+            if config.method == "svd-training":
+                regularizer.sparse = 0.0
+            wrapped = _wrap(model, config, ddp, device)
+
+        row.update(_evaluate(model, test, ddp, autocast))
+        if config.method == "posthoc" and epoch == config.epochs:
+            row["test_acc_before_cut"] = row["test_acc"]
+            svdify(model, skip=config.skip)
+            pruned = _prune(model, None, config.energy, config.min_rank, True, ddp)
+            optimizer = make_optimizer(config, model)  # the checkpoint holds the factored model
+            finished_posthoc = True
+            row.update(_evaluate(model, test, ddp, autocast))
+        elapsed += time.perf_counter() - t0
+        row.update(_sizes(model, input_size), pruned={k: v for k, v in pruned.items() if v[0] != v[1]},
+                   time=round(elapsed, 3), epoch_time=round(time.perf_counter() - t0, 3))
+        history.append(row)
+        if ddp.main:
+            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                            epoch=epoch, history=history, config=config.to_dict(),
+                            factored=factored or finished_posthoc, num_classes=data.num_classes,
+                            normalization={"mean": mean, "std": std})
+            _append_jsonl(out / "metrics.jsonl", row)
+        ddp.barrier()
+        if bar is not None:
+            bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.3f}", acc=f"{row['test_acc']:.3f}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+    if bar is not None:
+        bar.close()
+
+    summary = _summary(config, data, history, dense_params, dense_macs, device, ddp, model)
+    if ddp.main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _check_same_run(config: TrainConfig, saved: dict) -> None:
+    # What may differ on resume: where the run lives and how it is shown or run.
+    free = {"resume", "progress", "out_dir", "device", "data_dir", "data_source"}
+    changed = sorted(k for k, v in config.to_dict().items() if k not in free and saved.get(k) != v)
+    if changed:
+        raise ValueError(f"cannot resume: the config differs from the checkpoint's in {changed}")
+
+
+def _wrap(model: nn.Module, config: TrainConfig, ddp: Distributed, device: torch.device) -> nn.Module:
+    wrapped = model
+    if ddp.enabled:
+        wrapped = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        wrapped = torch.compile(wrapped)
+    return wrapped
+
+
+def _prune(model, optimizer, energy, min_rank, reorder, ddp: Distributed) -> dict:
+    # Every process cuts by rank 0's singular values, so shapes stay identical everywhere.
+    ddp.broadcast([layer.s.data for _, layer in svd_layers(model)])
+    return prune_ranks(model, energy=energy, min_rank=min_rank, optimizer=optimizer, reorder=reorder)
+
+
+def _evaluate(model, loader, ddp: Distributed, autocast) -> dict:
+    # Batch-norm statistics drift apart across processes between broadcasts: use rank 0's.
+    ddp.broadcast([b for b in model.buffers() if b.is_floating_point()])
+    s = {k: v.item() for k, v in ddp.sum(evaluate_sums(model, loader, autocast)).items()}
+    return {"test_loss": s["loss"] / max(s["seen"], 1), "test_acc": s["correct"] / max(s["seen"], 1)}
+
+
+def _sizes(model: nn.Module, input_size) -> dict:
+    return {"params": count_params(model), "deployed_params": deployed_params(model),
+            "macs": count_macs(model, input_size),
+            "ranks": {name: layer.rank for name, layer in svd_layers(model)}}
+
+
+def _summary(config, data, history, dense_params, dense_macs, device, ddp, model) -> dict:
+    last = history[-1]
+    ranks = last["ranks"]
+    summary = {
+        "method": config.method, "model": config.model, "dataset": data.label,
+        "train_images": len(data.train_y), "test_images": len(data.test_y),
+        "seed": config.seed, "epochs": config.epochs, "finetune_epochs": config.finetune_epochs,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "processes": ddp.world_size, "amp": "bf16" if config.amp else "off", "compile": config.compile,
+        "test_acc": last["test_acc"], "test_loss": last["test_loss"],
+        "dense_params": dense_params, "params": last["params"],
+        "deployed_params": last["deployed_params"],
+        "deployed_fraction": last["deployed_params"] / dense_params,
+        "dense_macs": dense_macs, "macs": last["macs"], "macs_fraction": last["macs"] / dense_macs,
+        "total_rank": sum(ranks.values()),
+        "full_rank": sum(layer.max_rank for _, layer in svd_layers(model)),
+        "ranks": ranks, "time": last["time"],
+        "ranks_by_process": ddp.gather(ranks),
+    }
+    if "test_acc_before_cut" in last:
+        summary["test_acc_before_cut"] = last["test_acc_before_cut"]
+    return summary
+
+
+def _progress(config: TrainConfig, ddp: Distributed, total: int, epochs: int):
+    if not (config.progress and ddp.main and sys.stderr.isatty()):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"{config.method} {config.model}, {epochs} epochs", unit="step",
+                dynamic_ncols=True)

@@ -1,0 +1,24 @@
+import json
+import os
+import subprocess
+import sys
+
+from test_train import ROOT, rows, small
+
+
+def test_two_gloo_processes_prune_identically(tmp_path):
+    cfg = small(tmp_path, epochs=2, batch_size=25)  # 25 per process: the same global batch of 50
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "dprp_lib", "train", str(path)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["processes"] == 2
+    first, second = summary["ranks_by_process"]
+    assert first == second == summary["ranks"]
+    assert summary["total_rank"] < summary["full_rank"]  # pruning happened, in step on both
+    history = rows(tmp_path / "run")
+    assert len(history) == 2 and history[-1]["train_loss"] < history[0]["train_loss"]

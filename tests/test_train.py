@@ -1,0 +1,217 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import dprp_lib as dprp
+from dprp_lib import train as T
+from dprp_lib.config import TrainConfig
+from conftest import require_mirror
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = str(ROOT / "data")
+VARYING = {"time", "epoch_time"}  # wall-clock fields; everything else must repeat exactly
+
+
+def small(tmp_path, name="run", **kw) -> TrainConfig:
+    """A real but tiny run: ResNet-20 on 600 images of the CIFAR-10 JPEG mirror."""
+    require_mirror()
+    values = dict(method="dprp", model="resnet20", dataset="cifar10-mirror", data_dir=DATA_DIR,
+                  train_per_class=60, test_per_class=20, epochs=2, batch_size=50, lr=0.05,
+                  schedule="constant", sparse=5e-3, energy=0.02, prune_warmup=1, prune_every=1,
+                  device="cpu", progress=False, out_dir=str(tmp_path / name))
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def rows(run_dir):
+    return [json.loads(line) for line in Path(run_dir, "metrics.jsonl").read_text().splitlines()]
+
+
+def stable(history):
+    return [{k: v for k, v in r.items() if k not in VARYING} for r in history]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted 3-epoch DPRP run, shared by the tests that compare against it."""
+    cfg = small(tmp_path_factory.mktemp("ref"), epochs=3)
+    summary = T.fit(cfg)
+    return cfg, summary, rows(cfg.out_dir)
+
+
+def test_a_run_learns_prunes_and_writes_its_files(reference):
+    cfg, summary, history = reference
+    out = Path(cfg.out_dir)
+    assert {p.name for p in out.iterdir()} >= {"config.json", "metrics.jsonl", "checkpoint.pt", "summary.json"}
+    assert len(history) == 3 and history[-1]["train_loss"] < history[0]["train_loss"]
+    assert {"train_acc", "test_acc", "orth", "sort", "sparse", "params", "deployed_params", "macs",
+            "ranks", "time", "lr"} <= set(history[0])
+    assert summary["dataset"] == "CIFAR-10 (JPEG mirror)" and summary["seed"] == 0
+    # strong sparsity: ranks fell, and with them the parameter count
+    assert summary["total_rank"] < summary["full_rank"]
+    assert history[-1]["params"] < history[0]["params"] < 303_032 + 10  # below the full-rank count
+    assert json.loads((out / "summary.json").read_text())["test_acc"] == summary["test_acc"]
+
+
+def test_same_seed_gives_the_same_metrics(reference, tmp_path):
+    cfg, _, history = reference
+    T.fit(small(tmp_path, epochs=2))
+    assert stable(rows(tmp_path / "run")) == stable(history[:2])
+
+
+def test_final_checkpoint_reloads_into_a_fresh_model(reference):
+    cfg, summary, _ = reference
+    ckpt = torch.load(Path(cfg.out_dir) / "checkpoint.pt", weights_only=True)
+    model = T.model_from_checkpoint(ckpt)
+    assert {n: l.rank for n, l in dprp.svd_layers(model)} == summary["ranks"]
+    data = dprp.data.load_dataset("cifar10-mirror", DATA_DIR).subset(None, 20)
+    norm = ckpt["normalization"]
+    loader = dprp.data.BatchLoader(data.test_x, data.test_y, 100, norm["mean"], norm["std"], train=False)
+    assert T.evaluate(model, loader)["test_acc"] == pytest.approx(summary["test_acc"])
+
+
+def test_interrupted_run_resumes_to_the_same_result(reference, tmp_path):
+    _, summary, history = reference
+    cfg = small(tmp_path, epochs=3)
+
+    def interrupt(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        T.fit(cfg, on_epoch_end=interrupt)
+    assert len(rows(cfg.out_dir)) == 1
+    with pytest.raises(T.RunExists):
+        T.fit(cfg)  # a new run would overwrite the saved one
+    cfg.resume = True
+    resumed = T.fit(cfg)
+    assert stable(rows(cfg.out_dir)) == stable(history)
+    assert resumed["test_acc"] == summary["test_acc"] and resumed["ranks"] == summary["ranks"]
+
+
+def test_killed_process_resumes_to_the_same_result(reference, tmp_path):
+    _, summary, history = reference
+    cfg = small(tmp_path, epochs=3)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    cmd = [sys.executable, "-m", "dprp_lib", "train", str(path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = Path(cfg.out_dir) / "metrics.jsonl"
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        if metrics.exists() and metrics.read_text().count("\n") >= 1:
+            proc.send_signal(signal.SIGKILL)  # no chance to clean up
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    assert 1 <= len(rows(cfg.out_dir)) < 3
+    done = subprocess.run(cmd + ["--set", "resume=true"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert stable(rows(cfg.out_dir)) == stable(history)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = small(tmp_path, method="dense", epochs=3)
+    real = T.lr_at
+    monkeypatch.setattr(T, "lr_at", lambda c, epoch, *a: 1e30 if epoch == 2 else real(c, epoch, *a))
+    with pytest.raises(T.NonFiniteLoss, match="epoch 2"):
+        T.fit(cfg)
+    ckpt = torch.load(Path(cfg.out_dir) / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert len(rows(cfg.out_dir)) == 1
+
+
+def test_svd_training_cuts_once_then_fine_tunes(tmp_path):
+    cfg = small(tmp_path, method="svd-training", epochs=2, finetune_epochs=1, energy=0.05)
+    summary = T.fit(cfg)
+    history = rows(cfg.out_dir)
+    assert [r["phase"] for r in history] == ["train", "train", "finetune"]
+    assert [bool(r["pruned"]) for r in history] == [False, True, False]  # one cut, at the end of training
+    assert summary["total_rank"] < summary["full_rank"]
+    assert history[-1]["lr"] < cfg.lr
+
+
+def test_posthoc_trains_dense_then_truncates(tmp_path):
+    summary = T.fit(small(tmp_path, method="posthoc", epochs=2, energy=0.05))
+    history = rows(tmp_path / "run")
+    assert history[0]["ranks"] == {} and history[0]["orth"] == 0
+    assert "test_acc_before_cut" in summary and summary["total_rank"] < summary["full_rank"]
+
+
+def test_dense_and_dprp_share_data_order_and_initial_function(tmp_path):
+    dense = small(tmp_path, "d", method="dense")
+    factored = small(tmp_path, "f", method="dprp", orth=0.0, sort=0.0, sparse=0.0, prune_warmup=99)
+    a, b = T.fit(dense), T.fit(factored)
+    # same function at step 0, same batches: only the parametrisation differs, so the first
+    # epoch's training loss agrees closely (not exactly: the gradient steps differ)
+    ra, rb = rows(dense.out_dir)[0], rows(factored.out_dir)[0]
+    assert abs(ra["train_loss"] - rb["train_loss"]) < 0.1
+    assert a["dense_params"] == b["dense_params"] == 269_722
+
+
+def test_learning_rate_schedules():
+    cfg = TrainConfig(epochs=100, lr=0.1, schedule="step", milestones=[0.5, 0.75])
+    assert T.lr_at(cfg, 50, 0, 10) == pytest.approx(0.1)
+    assert T.lr_at(cfg, 51, 0, 10) == pytest.approx(0.01)
+    assert T.lr_at(cfg, 76, 0, 10) == pytest.approx(0.001)
+    cos = TrainConfig(epochs=10, lr=0.1, schedule="cosine", warmup_epochs=1)
+    assert T.lr_at(cos, 1, 0, 10) == 0.0 and T.lr_at(cos, 1, 5, 10) == pytest.approx(0.05)
+    assert T.lr_at(cos, 2, 0, 10) == pytest.approx(0.1)
+    assert T.lr_at(cos, 10, 9, 10) < 0.001
+    ft = TrainConfig(method="svd-training", epochs=10, finetune_epochs=4, lr=0.1, gamma=0.1)
+    assert T.lr_at(ft, 11, 0, 10) == pytest.approx(0.01)
+
+
+def test_weight_decay_skips_u_and_v_by_default():
+    model = dprp.svdify(dprp.models.resnet20())
+    opt = T.make_optimizer(TrainConfig(weight_decay=5e-4), model)
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    layer = model.layer1[0].conv1
+    assert id(layer.s) in decayed and id(layer.U) not in decayed and id(layer.V) not in decayed
+    assert id(model.bn1.weight) in decayed
+    all_opt = T.make_optimizer(TrainConfig(weight_decay=5e-4, weight_decay_on="all"), model)
+    assert len(all_opt.param_groups) == 1
+
+
+@pytest.mark.parametrize("field,value,error", [
+    ("model", "resnet21", ValueError), ("dataset", "imagenet", ValueError), ("method", "magic", ValueError),
+    ("epochs", -1, ValueError), ("lr", -0.1, ValueError), ("lr", 0.0, ValueError),
+    ("orth", -1.0, ValueError), ("sort", -1.0, ValueError), ("sparse", -1e-4, ValueError),
+    ("energy", 1.0, ValueError), ("batch_size", 0, ValueError), ("sparse_kind", "l2", ValueError),
+    ("epochs", "ten", TypeError), ("lr", True, TypeError), ("milestones", [1.5], ValueError),
+])
+def test_bad_config_values_are_rejected_by_name(field, value, error, tmp_path):
+    with pytest.raises(error, match=field):
+        TrainConfig(**{field: value, "out_dir": str(tmp_path / "never")})
+    assert not (tmp_path / "never").exists()
+
+
+def test_config_files_and_overrides(tmp_path):
+    configs = sorted((ROOT / "configs").glob("*.json"))
+    assert len(configs) == 10
+    for path in configs:
+        cfg = TrainConfig.load(path)
+        assert cfg.method in ("dense", "dprp") and cfg.model in path.name
+    cfg = TrainConfig.load(ROOT / "configs/resnet20_cifar10_dprp.json", ["epochs=3", "model=resnet32", "skip=[\"fc\"]"])
+    assert (cfg.epochs, cfg.model, cfg.skip) == (3, "resnet32", ["fc"])
+    with pytest.raises(ValueError, match="unknown config field"):
+        TrainConfig.load(ROOT / "configs/resnet20_cifar10_dprp.json", ["epoch=3"])
+    with pytest.raises(ValueError, match="key=value"):
+        TrainConfig.load(ROOT / "configs/resnet20_cifar10_dprp.json", ["epochs"])
+
+
+def test_resume_refuses_a_different_config(reference, tmp_path):
+    cfg, _, _ = reference
+    changed = TrainConfig(**{**cfg.to_dict(), "lr": 0.2, "resume": True})
+    with pytest.raises(ValueError, match="lr"):
+        T.fit(changed)
