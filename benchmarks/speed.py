@@ -1,0 +1,161 @@
+"""Speed benchmark: dense against DPRP training steps, the data pipeline, inference.
+
+Measures in one process, one run (nothing else should run on the machine meanwhile):
+  - training step time (forward, penalties, backward, SGD step) of the dense ResNet and of
+    its factored form at full rank and after cutting every layer to half rank;
+  - the data pipeline's share of an epoch (batch gather + crop/flip + normalise on the device);
+  - inference time of the dense model, and of a factored model cut to under half the dense
+    parameters, as trained and compacted.
+Writes JSON and prints a table of ratios. Targets (reported, not asserted): DPRP step ≤ 1.15×
+dense at full rank on CPU; data pipeline ≤ 5% of an epoch; the compacted model at ≤ 50% of
+dense parameters at least as fast as dense at inference.
+
+    python benchmarks/speed.py [--device cpu|cuda] [--model resnet20] [--out results/benchmarks/speed-cpu.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import dprp_lib as dprp
+from dprp_lib.data import BatchLoader
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, repeats: int, rounds: int) -> float:
+    """Median over `rounds` of the mean time of `repeats` calls, after one warm-up round."""
+    results = []
+    for r in range(rounds + 1):
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        sync(device)
+        if r:
+            results.append((time.perf_counter() - t0) / repeats)
+    return statistics.median(results)
+
+
+def train_step(model, opt, reg, x, y):
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        if reg is not None:
+            loss = loss + reg(model)[0]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def cut_ranks(model, kind):
+    """"half": every layer at half its full rank; "small": every layer at the rank whose
+    deployed form holds 45% of its dense weights (r·(m + n) = 0.45·m·n)."""
+    for _, layer in dprp.svd_layers(model):
+        m, n = layer.m, layer.n
+        r = layer.max_rank // 2 if kind == "half" else int(0.45 * m * n / (m + n))
+        layer.truncate(max(1, r))
+    return model
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeats", type=int, default=10, help="steps per timing round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--out", default=None, help="JSON path (default results/benchmarks/speed-<device>.json)")
+    args = p.parse_args(argv)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    torch.manual_seed(0)
+    b = args.batch_size
+    x = torch.randn(b, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (b,), device=device)
+    timing = dict(device=device, repeats=args.repeats, rounds=args.rounds)
+
+    def build(kind):
+        torch.manual_seed(0)
+        model = dprp.models.build_model(args.model).to(device)
+        if kind != "dense":
+            dprp.svdify(model)
+        if kind in ("half", "small"):
+            cut_ranks(model, kind)
+        return model
+
+    # 1. training steps
+    steps = {}
+    for kind in ("dense", "full", "half"):
+        model = build(kind)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        reg = None if kind == "dense" else dprp.Regularizer(orth=1.0, sort=1.0, sparse=1e-4)
+        steps[kind] = timed(train_step(model, opt, reg, x, y), **timing)
+
+    # 2. data pipeline: batches of a CIFAR-sized uint8 set, on the device, against a step
+    images = torch.randint(0, 256, (50_000, 3, 32, 32), dtype=torch.uint8)
+    loader = BatchLoader(images, torch.randint(0, 10, (50_000,)), b, [0.49, 0.48, 0.45],
+                         [0.25, 0.24, 0.26], train=True, device=device)
+    it = iter(loader)
+    batch_time = timed(lambda: next(it), **timing)
+    epoch_steps = len(loader)
+
+    # 3. inference
+    infer = {}
+    models = {"dense": build("dense").eval(), "factored_small": build("small").eval()}
+    models["compact_small"] = dprp.compact(models["factored_small"]).eval()
+    params = {k: dprp.count_params(m) for k, m in models.items()}
+    for kind, model in models.items():
+        with torch.no_grad():
+            infer[kind] = timed(lambda: model(x), **timing)
+
+    dense = params["dense"]
+    result = {
+        "model": args.model, "batch_size": b, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "dtype": "float32",
+        "train_step_s": steps, "batch_pipeline_s": batch_time, "inference_batch_s": infer, "params": params,
+        "ratios": {
+            "dprp_full_rank_step_vs_dense": steps["full"] / steps["dense"],
+            "dprp_half_rank_step_vs_dense": steps["half"] / steps["dense"],
+            "data_pipeline_share_of_epoch": batch_time / (batch_time + steps["dense"]),
+            "compact_params_vs_dense": params["compact_small"] / dense,
+            "compact_inference_time_vs_dense": infer["compact_small"] / infer["dense"],
+            "factored_inference_time_vs_dense": infer["factored_small"] / infer["dense"],
+        },
+        "epoch_steps": epoch_steps,
+        "dense_images_per_s": b / steps["dense"],
+    }
+    r = result["ratios"]
+    rows = [
+        ("DPRP step / dense step, full rank", r["dprp_full_rank_step_vs_dense"], "<= 1.15"),
+        ("DPRP step / dense step, half rank", r["dprp_half_rank_step_vs_dense"], ""),
+        ("data pipeline share of an epoch", r["data_pipeline_share_of_epoch"], "<= 0.05"),
+        ("compacted params / dense params", r["compact_params_vs_dense"], "<= 0.50"),
+        ("compacted inference time / dense", r["compact_inference_time_vs_dense"], "<= 1.00"),
+        ("factored (same ranks) inference time / dense", r["factored_inference_time_vs_dense"], ""),
+    ]
+    print(f"{args.model}, batch {b}, {result['device']} ({result['device_name']}), "
+          f"{result['threads']} threads, float32; dense training {result['dense_images_per_s']:.0f} images/s")
+    print(f"{'measure':<46}{'ratio':>8}  target")
+    for name, value, target in rows:
+        print(f"{name:<46}{value:>8.3f}  {target}")
+    out = Path(args.out or f"results/benchmarks/speed-{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

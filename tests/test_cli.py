@@ -1,0 +1,56 @@
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+import dprp_lib as dprp
+import dprp_lib.__main__ as cli
+from dprp_lib.train import model_from_checkpoint
+from test_train import ROOT, small
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def test_train_eval_compact_report(tmp_path, capsys):
+    cfg = small(tmp_path, epochs=1)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    assert cli.main(["train", str(path), "--set", "epochs=2", "--set", "prune_every=1"]) == 0
+    run = Path(cfg.out_dir)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs"] == 2
+    capsys.readouterr()
+
+    assert cli.main(["eval", str(run)]) == 0
+    assert f"{summary['test_acc']:.2%}" in capsys.readouterr().out  # eval reproduces the run's accuracy
+
+    assert cli.main(["compact", str(run), "-o", str(tmp_path / "small.pt2")]) == 0
+    program = torch.export.load(tmp_path / "small.pt2").module()
+    model = model_from_checkpoint(torch.load(run / "checkpoint.pt", weights_only=True)).eval()
+    x = torch.randn(3, 3, 32, 32)
+    torch.testing.assert_close(program(x), model(x), rtol=1e-4, atol=1e-4)
+    assert sum(p.numel() for p in program.parameters()) == dprp.deployed_params(model)
+
+    assert cli.main(["report", str(run)]) == 0
+    assert "CIFAR-10 (JPEG mirror)" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line_messages(tmp_path, capsys):
+    assert cli.main(["train", str(ROOT / "configs/resnet20_cifar10_dprp.json"), "--set", "lr=-1"]) == 2
+    assert "lr" in capsys.readouterr().err
+    assert cli.main(["report", str(tmp_path)]) == 2
+    assert "summary.json" in capsys.readouterr().err
+    assert cli.main(["eval", str(tmp_path / "none.pt")]) == 2
+
+
+def test_speed_benchmark_writes_its_ratios(tmp_path, capsys):
+    import speed
+
+    result = speed.main(["--batch-size", "8", "--repeats", "1", "--rounds", "1", "--device", "cpu",
+                         "--out", str(tmp_path / "speed.json")])
+    saved = json.loads((tmp_path / "speed.json").read_text())
+    assert set(saved["ratios"]) == set(result["ratios"]) >= {"dprp_full_rank_step_vs_dense",
+                                                             "data_pipeline_share_of_epoch"}
+    assert 0 < saved["ratios"]["compact_params_vs_dense"] <= 0.5
+    assert "DPRP step / dense step" in capsys.readouterr().out
