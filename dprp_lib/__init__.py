@@ -11,7 +11,8 @@ from . import models
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .convert import compact, svdify
 from .layers import SVDConv2d, SVDLayer, SVDLinear, svd_layers
-from .metrics import count_macs, count_params, deployed_params, format_table, rank_table
+from .metrics import (count_macs, count_params, deployed_params, format_table, order_violations,
+                      rank_table, spectrum_gap)
 from .pruning import PruneSchedule, energy_rank, prune_ranks
 from .regularizers import Regularizer, orthogonality, sorting, sparsity
 
@@ -24,5 +25,6 @@ __all__ = [
     "Regularizer", "orthogonality", "sorting", "sparsity",
     "prune_ranks", "energy_rank", "PruneSchedule",
     "count_params", "deployed_params", "count_macs", "rank_table", "format_table",
+    "spectrum_gap", "order_violations",
     "save_checkpoint", "load_checkpoint", "load_model_state",
 ]

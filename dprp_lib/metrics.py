@@ -66,6 +66,33 @@ def count_macs(model: nn.Module, input_size=(1, 3, 32, 32)) -> int:
     return total
 
 
+@torch.no_grad()
+def spectrum_gap(model: nn.Module) -> float:
+    """How far |s| is from the true singular values of U·diag(s)·Vᵀ, over all factored layers.
+
+    ‖sort(|s|) − σ(U·diag(s)·Vᵀ)‖ / ‖σ‖, pooled over layers (and groups). Zero while U and V
+    are orthonormal; it grows as they drift, and then |s_i| no longer measures direction i.
+    """
+    num = den = 0.0
+    for _, layer in svd_layers(model):
+        sigma = torch.linalg.svdvals(layer.matrix().double())
+        s = layer.grouped(layer.s.detach()).double().abs().sort(dim=-1, descending=True).values
+        num += (s - sigma[..., : s.shape[-1]]).square().sum().item()
+        den += sigma.square().sum().item()
+    return (num / den) ** 0.5 if den else 0.0
+
+
+@torch.no_grad()
+def order_violations(model: nn.Module) -> float:
+    """Fraction of adjacent pairs of s, over all factored layers, with |s_{i+1}| > |s_i|."""
+    bad = pairs = 0
+    for _, layer in svd_layers(model):
+        a = layer.s.detach().abs()
+        bad += int((a[..., 1:] > a[..., :-1]).sum())
+        pairs += a[..., 1:].numel()
+    return bad / pairs if pairs else 0.0
+
+
 def rank_table(model: nn.Module) -> list[dict]:
     """One row per factored layer: its shape, rank, break-even rank and weight storage (bias excluded)."""
     rows = []

@@ -39,7 +39,7 @@ from .config import TrainConfig
 from .convert import svdify
 from .data import BatchLoader, load_dataset
 from .layers import svd_layers
-from .metrics import count_macs, count_params, deployed_params
+from .metrics import count_macs, count_params, deployed_params, order_violations, spectrum_gap
 from .models import build_model
 from .pruning import PruneSchedule, prune_ranks
 from .regularizers import Regularizer
@@ -349,6 +349,7 @@ def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_e
             # parameter's shape: drop it before shapes change, and wrap the model anew after.
             wrapped = None
             gc.collect()
+            row["test_acc_before_cut"] = _evaluate(model, test, ddp, autocast)["test_acc"]
             # svd-training (Yang et al.): one cut keeping the largest values, then fine-tuning
             # without the sparsity penalty.
             reorder = config.reorder if config.method == "dprp" else True
@@ -422,7 +423,8 @@ def _evaluate(model, loader, ddp: Distributed, autocast) -> dict:
 
 def _sizes(model: nn.Module, input_size) -> dict:
     return {"params": count_params(model), "deployed_params": deployed_params(model),
-            "macs": count_macs(model, input_size),
+            "macs": count_macs(model, input_size), "spectrum_gap": spectrum_gap(model),
+            "order_violations": order_violations(model),
             "ranks": {name: layer.rank for name, layer in svd_layers(model)}}
 
 
@@ -445,7 +447,7 @@ def _summary(config, data, history, dense_params, dense_macs, device, ddp, model
         "ranks": ranks, "time": last["time"],
         "ranks_by_process": ddp.gather(ranks),
     }
-    if "test_acc_before_cut" in last:
+    if config.method == "posthoc":
         summary["test_acc_before_cut"] = last["test_acc_before_cut"]
     return summary
 

@@ -1,0 +1,160 @@
+"""Experiments the chapters run: presets per mode, the grids, and run-or-load.
+
+A run is identified by a key, the hash of every config field that changes its result
+(not where it is written or which device ran it). `run_or_load` returns the committed run
+in `results/runs/<key>/` when one exists for exactly these parameters, and trains
+otherwise (into `build/runs/<key>/`, resuming there if interrupted).
+
+    python -m dprp_lib.experiments 07_ablations --mode quick    # (re)build a chapter's committed results
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TrainConfig
+from .train import fit
+
+# Fields that do not change what a run computes.
+NOT_IN_KEY = {"out_dir", "resume", "progress", "device", "data_dir", "data_source", "compile"}
+MODES = ("smoke", "quick", "full")
+RESULTS = Path("results/runs")
+SCRATCH = Path("build/runs")
+
+
+def config_key(config: TrainConfig) -> str:
+    values = {k: v for k, v in config.to_dict().items() if k not in NOT_IN_KEY}
+    return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Run:
+    config: TrainConfig
+    summary: dict
+    history: list
+    path: Path
+    loaded: bool  # True when read from committed results, False when trained now
+
+    @property
+    def label(self) -> str:
+        return self.summary["dataset"]
+
+
+def load_run(path) -> Run:
+    path = Path(path)
+    config = TrainConfig.from_dict(json.loads((path / "config.json").read_text()))
+    summary = json.loads((path / "summary.json").read_text())
+    history = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    return Run(config, summary, history, path, loaded=True)
+
+
+def run_or_load(config: TrainConfig, results=None, scratch=None, log=print) -> Run:
+    """The committed run for `config` if there is one, else train it now."""
+    key = config_key(config)
+    for root in (Path(results or RESULTS), Path(scratch or SCRATCH)):
+        if (root / key / "summary.json").is_file():
+            return load_run(root / key)
+    out = Path(scratch or SCRATCH) / key
+    if log:
+        log(f"training {config.method} {config.model} ({describe(config)}) -> {out}")
+    config = dataclasses.replace(config, out_dir=str(out), resume=True)
+    fit(config)
+    run = load_run(out)
+    run.loaded = False
+    return run
+
+
+def describe(config: TrainConfig) -> str:
+    parts = [f"{config.epochs} epochs"]
+    if config.train_per_class:
+        parts.append(f"{config.train_per_class} images a class")
+    if config.method in ("dprp", "svd-training"):
+        parts.append(f"orth={config.orth:g} sort={config.sort:g} sparse={config.sparse:g} ({config.sparse_kind})")
+        parts.append(f"energy={config.energy:g}")
+    parts.append(f"seed {config.seed}")
+    return ", ".join(parts)
+
+
+# --- presets ---------------------------------------------------------------------------------
+def default_dataset() -> str:
+    """The offline mirror when one is configured, else the official CIFAR-10 (downloaded)."""
+    return "cifar10-mirror" if os.environ.get("DPRP_CIFAR10_MIRROR") else "cifar10"
+
+
+def preset(mode: str, **overrides) -> TrainConfig:
+    """The base DPRP run of the chapters 03–07 for `mode`.
+
+    smoke: seconds, for tests. quick: the CPU course (ResNet-20 on 3,000 training images,
+    minutes a run). full: the whole training set, GPU-sized.
+    """
+    if mode not in MODES:
+        raise ValueError(f"MODE must be one of {MODES}, got {mode!r}")
+    common = dict(method="dprp", model="resnet20", dataset=default_dataset(), batch_size=128,
+                  optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                  schedule="cosine", warmup_epochs=1, orth=1.0, sort=1.0, sparse_kind="l1",
+                  progress=False)
+    sizes = {
+        "smoke": dict(train_per_class=30, test_per_class=20, epochs=2, batch_size=50, warmup_epochs=0,
+                      sparse=0.02, energy=0.02, prune_warmup=1, prune_every=1),
+        "quick": dict(train_per_class=300, test_per_class=100, epochs=12, sparse=0.01, energy=0.01,
+                      prune_warmup=3, prune_every=1, prune_stop=10),
+        "full": dict(epochs=60, sparse=1e-3, energy=1e-3, prune_warmup=5, prune_every=2, prune_stop=50),
+    }[mode]
+    return TrainConfig(**{**common, **sizes, **overrides})
+
+
+def grid(chapter: str, mode: str, seeds=None) -> dict[str, TrainConfig]:
+    """The named runs of a chapter's grid."""
+    base = preset(mode)
+    if chapter == "05_sparsity":
+        scale = {"l1": 1.0, "hoyer": 20.0, "hoyer_square": 1.0}  # comparable pull on s at start
+        weights = [0.0, 0.5, 1.0, 2.0]
+        return {f"{kind} x{w:g}": dataclasses.replace(base, sparse_kind=kind, sparse=base.sparse * w * s)
+                for kind, s in scale.items() for w in weights if w or kind == "l1"}
+    if chapter == "06_dynamic_rank_pruning":
+        runs = {"dense": dataclasses.replace(base, method="dense"),
+                "dprp": base,
+                "svd-training": dataclasses.replace(base, method="svd-training", epochs=base.epochs - 2,
+                                                    finetune_epochs=2),
+                "posthoc": dataclasses.replace(base, method="posthoc")}
+        for e in (base.energy / 4, base.energy * 4):
+            runs[f"dprp energy={e:g}"] = dataclasses.replace(base, energy=e)
+        return runs
+    if chapter == "07_ablations":
+        variants = {"all penalties": {}, "no orth": dict(orth=0.0), "no sort": dict(sort=0.0),
+                    "no sparse": dict(sparse=0.0), "none": dict(orth=0.0, sort=0.0, sparse=0.0)}
+        seeds = seeds if seeds is not None else ([0] if mode == "smoke" else [0, 1, 2])
+        return {f"{name} | seed {s}": dataclasses.replace(base, seed=s, **v)
+                for name, v in variants.items() for s in seeds}
+    raise ValueError(f"no grid for chapter {chapter!r}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dprp_lib.experiments", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("chapter", choices=["05_sparsity", "06_dynamic_rank_pruning", "07_ablations"])
+    p.add_argument("--mode", default="quick", choices=MODES)
+    p.add_argument("--results", default=str(RESULTS), help="where the runs are written and committed")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    runs = grid(args.chapter, args.mode)
+    t0 = time.perf_counter()
+    for i, (name, config) in enumerate(runs.items(), 1):
+        config = dataclasses.replace(config, device=args.device)
+        print(f"[{i}/{len(runs)}] {name}")
+        run = run_or_load(config, results=args.results, scratch=args.results)
+        s = run.summary
+        print(f"    test acc {s['test_acc']:.2%}, deployed {s['deployed_fraction']:.1%} of dense, "
+              f"rank {s['total_rank']}/{s['full_rank']}, {s['time']:.0f} s")
+    print(f"{args.chapter}: {len(runs)} runs in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
