@@ -13,6 +13,7 @@ ifneq ($(MIRROR),)
 export DPRP_CIFAR10_MIRROR ?= $(MIRROR)
 endif
 export MPLBACKEND ?= Agg
+MODE ?= auto
 
 .PHONY: setup course test lab clean
 
@@ -26,13 +27,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 course: setup
-	$(BIN)/python -m dprp_lib demo
+	$(BIN)/python -m dprp_lib.course --mode $(MODE) --out build
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lab: setup
-	$(BIN)/jupyter lab
+	env -u MPLBACKEND $(BIN)/jupyter lab notebooks/
 
 clean:
 	rm -rf $(VENV) build

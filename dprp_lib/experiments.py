@@ -26,6 +26,9 @@ NOT_IN_KEY = {"out_dir", "resume", "progress", "device", "data_dir", "data_sourc
 MODES = ("smoke", "quick", "full")
 RESULTS = Path("results/runs")
 SCRATCH = Path("build/runs")
+# Committed results keep checkpoints only where a chapter loads the trained weights.
+KEEP_CHECKPOINTS = {"06_dynamic_rank_pruning": {"dense", "dprp"}, "04_sorting": {"sort=0"}}
+CHAPTER_GRIDS = ("03_orthogonality", "04_sorting", "05_sparsity", "06_dynamic_rank_pruning", "07_ablations")
 
 
 def config_key(config: TrainConfig) -> str:
@@ -54,8 +57,10 @@ def load_run(path) -> Run:
     return Run(config, summary, history, path, loaded=True)
 
 
-def run_or_load(config: TrainConfig, results=None, scratch=None, log=print) -> Run:
-    """The committed run for `config` if there is one, else train it now."""
+def run_or_load(config: TrainConfig, results=None, scratch=None, log=print, data_dir=None) -> Run:
+    """The committed run for `config` if there is one, else train it now (reading data from `data_dir`)."""
+    if data_dir is not None:
+        config = dataclasses.replace(config, data_dir=str(data_dir))
     key = config_key(config)
     for root in (Path(results or RESULTS), Path(scratch or SCRATCH)):
         if (root / key / "summary.json").is_file():
@@ -68,6 +73,13 @@ def run_or_load(config: TrainConfig, results=None, scratch=None, log=print) -> R
     run = load_run(out)
     run.loaded = False
     return run
+
+
+def run_grid(chapter: str, mode: str, device: str = "auto", results=None, scratch=None, log=print,
+             data_dir=None) -> dict[str, Run]:
+    """Every run of a chapter's grid, loaded when committed, trained otherwise."""
+    return {name: run_or_load(dataclasses.replace(config, device=device), results, scratch, log, data_dir)
+            for name, config in grid(chapter, mode).items()}
 
 
 def describe(config: TrainConfig) -> str:
@@ -100,7 +112,7 @@ def preset(mode: str, **overrides) -> TrainConfig:
                   schedule="cosine", warmup_epochs=1, orth=1.0, sort=1.0, sparse_kind="l1",
                   progress=False)
     sizes = {
-        "smoke": dict(train_per_class=30, test_per_class=20, epochs=2, batch_size=50, warmup_epochs=0,
+        "smoke": dict(train_per_class=20, test_per_class=10, epochs=2, batch_size=50, warmup_epochs=0,
                       sparse=0.02, energy=0.02, prune_warmup=1, prune_every=1),
         "quick": dict(train_per_class=300, test_per_class=100, epochs=12, sparse=0.01, energy=0.01,
                       prune_warmup=3, prune_every=1, prune_stop=10),
@@ -112,8 +124,17 @@ def preset(mode: str, **overrides) -> TrainConfig:
 def grid(chapter: str, mode: str, seeds=None) -> dict[str, TrainConfig]:
     """The named runs of a chapter's grid."""
     base = preset(mode)
+    if chapter == "03_orthogonality":
+        return {f"orth={w:g}": dataclasses.replace(base, orth=w) for w in (0.0, 0.1, 1.0, 10.0)}
+    if chapter == "04_sorting":
+        return {"sort=1": base, "sort=0": dataclasses.replace(base, sort=0.0),
+                "sort=0, reorder before each cut": dataclasses.replace(base, sort=0.0, reorder=True),
+                # sort=10 diverged in the first epoch (NaN loss) at lr 0.1: a weaker one instead.
+                "sort=0.1": dataclasses.replace(base, sort=0.1)}
     if chapter == "05_sparsity":
-        scale = {"l1": 1.0, "hoyer": 20.0, "hoyer_square": 1.0}  # comparable pull on s at start
+        # Weights that pull on s about as hard as L1 at the start. Hoyer at 40× L1's weight
+        # diverged (NaN loss after the first cut), so its sweep stops at 20×.
+        scale = {"l1": 1.0, "hoyer": 10.0, "hoyer_square": 1.0}
         weights = [0.0, 0.5, 1.0, 2.0]
         return {f"{kind} x{w:g}": dataclasses.replace(base, sparse_kind=kind, sparse=base.sparse * w * s)
                 for kind, s in scale.items() for w in weights if w or kind == "l1"}
@@ -138,17 +159,21 @@ def grid(chapter: str, mode: str, seeds=None) -> dict[str, TrainConfig]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m dprp_lib.experiments", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("chapter", choices=["05_sparsity", "06_dynamic_rank_pruning", "07_ablations"])
+    p.add_argument("chapter", choices=list(CHAPTER_GRIDS))
     p.add_argument("--mode", default="quick", choices=MODES)
     p.add_argument("--results", default=str(RESULTS), help="where the runs are written and committed")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     runs = grid(args.chapter, args.mode)
+    # One run can appear in several chapters' grids: keep by key, not by name.
+    keep = {config_key(grid(ch, args.mode)[name]) for ch, names in KEEP_CHECKPOINTS.items() for name in names}
     t0 = time.perf_counter()
     for i, (name, config) in enumerate(runs.items(), 1):
         config = dataclasses.replace(config, device=args.device)
         print(f"[{i}/{len(runs)}] {name}")
         run = run_or_load(config, results=args.results, scratch=args.results)
+        if config_key(config) not in keep:
+            (run.path / "checkpoint.pt").unlink(missing_ok=True)
         s = run.summary
         print(f"    test acc {s['test_acc']:.2%}, deployed {s['deployed_fraction']:.1%} of dense, "
               f"rank {s['total_rank']}/{s['full_rank']}, {s['time']:.0f} s")
@@ -158,3 +183,16 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def aggregate(runs: dict[str, list[Run]], keys=("test_acc", "deployed_fraction", "total_rank")) -> list[dict]:
+    """Per variant: mean, min, max and the per-seed values of each summary key."""
+    rows = []
+    for variant, group in runs.items():
+        row = {"variant": variant, "seeds": [r.config.seed for r in group]}
+        for k in keys:
+            values = [r.summary[k] for r in group]
+            row.update({k: sum(values) / len(values), f"{k}_min": min(values), f"{k}_max": max(values),
+                        f"{k}_values": values})
+        rows.append(row)
+    return rows

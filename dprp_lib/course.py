@@ -1,0 +1,97 @@
+"""Run the whole course headless: every chapter executed with papermill, saved with its HTML.
+
+    python -m dprp_lib.course [--mode auto|smoke|quick|full] [--out build] [--only 01 03]
+
+`auto` is "full" on a machine with a CUDA GPU and "quick" (the laptop CPU course) otherwise.
+Writes build/notebooks/NN_*.ipynb (executed), build/html/NN_*.html, build/metrics/NN_*.json
+and build/course.json (mode, time and status of each chapter).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def chapters(root=NOTEBOOKS) -> list[Path]:
+    """The chapters in reading order: notebooks/NN_*.ipynb."""
+    return sorted(p for p in Path(root).glob("[0-9][0-9]_*.ipynb"))
+
+
+def resolve_mode(mode: str) -> str:
+    if mode == "auto":
+        return "full" if torch.cuda.is_available() else "quick"
+    if mode not in ("smoke", "quick", "full"):
+        raise ValueError(f"mode must be auto, smoke, quick or full, got {mode!r}")
+    return mode
+
+
+def execute(notebook: Path, output: Path, parameters: dict, kernel: str = "python3") -> None:
+    """Execute `notebook` with papermill into `output`, passing only the parameters it declares."""
+    import papermill as pm
+
+    declared = set(pm.inspect_notebook(str(notebook)))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(str(notebook), str(output), kernel_name=kernel, cwd=str(notebook.parent),
+                        parameters={k: v for k, v in parameters.items() if k in declared},
+                        progress_bar=False)
+
+
+def to_html(notebook: Path, output: Path) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(body, encoding="utf-8")
+
+
+def run_course(mode="auto", out="build", only=(), kernel="python3", device="auto") -> list[dict]:
+    mode = resolve_mode(mode)
+    out = Path(out).resolve()
+    selected = [p for p in chapters() if not only or p.name[:2] in only]
+    if not selected:
+        raise ValueError(f"no chapter matches {list(only)}")
+    print(f"running {len(selected)} chapter(s) in {mode} mode into {out}/")
+    report = []
+    for nb in selected:
+        t0 = time.perf_counter()
+        params = {"MODE": mode, "DEVICE": device, "METRICS_PATH": str(out / "metrics" / f"{nb.stem}.json"),
+                  "RUNS_DIR": str(out / "runs")}
+        executed = out / "notebooks" / nb.name
+        try:
+            execute(nb, executed, params, kernel)
+            status = "ok"
+        except Exception as e:  # papermill raises PapermillExecutionError with the failing cell
+            status = f"failed: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+        if executed.exists():
+            to_html(executed, out / "html" / f"{nb.stem}.html")
+        seconds = time.perf_counter() - t0
+        report.append({"chapter": nb.stem, "mode": mode, "seconds": round(seconds, 1), "status": status})
+        print(f"  {nb.stem:<32} {seconds:7.1f} s  {status}", flush=True)
+    (out / "course.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dprp_lib.course", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", default="auto")
+    p.add_argument("--out", default="build")
+    p.add_argument("--only", nargs="*", default=(), help="chapter numbers, e.g. 01 05")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--kernel", default="python3")
+    args = p.parse_args(argv)
+    report = run_course(args.mode, args.out, args.only, args.kernel, args.device)
+    failed = [r for r in report if r["status"] != "ok"]
+    print(f"{len(report) - len(failed)}/{len(report)} chapters ran; executed notebooks and HTML in {args.out}/")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

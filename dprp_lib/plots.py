@@ -1,0 +1,246 @@
+"""Every figure the notebooks show, in one style. Each function returns its Figure.
+
+Figures are made without pyplot's figure manager, so nothing is shown twice or kept open:
+a notebook displays a figure by leaving it last in a cell or by `display(fig)`.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+import torch
+
+STYLE = {
+    "figure.dpi": 90, "savefig.dpi": 90, "figure.figsize": (6.4, 3.6),
+    "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+    "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8, "legend.frameon": False,
+    "font.size": 10, "image.cmap": "viridis",
+}
+COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+@contextmanager
+def _style():
+    with plt.rc_context(STYLE):
+        yield
+
+
+def _figure(ncols=1, nrows=1, width=None, height=None, **kw):
+    w = width or 4.2 * ncols
+    h = height or 3.4 * nrows
+    fig = Figure(figsize=(w, h), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes.ravel()
+
+
+def _np(x):
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+# --- chapter 01: SVD -------------------------------------------------------------------------
+def svd_geometry(matrix) -> Figure:
+    """The unit circle through Vᵀ (rotate), Σ (stretch) and U (rotate): M = UΣVᵀ in 2-D."""
+    M = _np(matrix).astype(float)
+    U, S, Vt = np.linalg.svd(M)
+    t = np.linspace(0, 2 * np.pi, 200)
+    circle = np.stack([np.cos(t), np.sin(t)])
+    steps = [("x: unit circle", np.eye(2)), ("Vᵀx: rotated", Vt), ("ΣVᵀx: stretched", np.diag(S) @ Vt),
+             ("UΣVᵀx = Mx", M)]
+    with _style():
+        fig, axes = _figure(4, width=12, height=3.3)
+        lim = max(1.1, S.max() * 1.15)
+        for ax, (title, T) in zip(axes, steps):
+            pts = T @ circle
+            ax.plot(pts[0], pts[1], color=COLORS[0])
+            for i, c in enumerate((COLORS[1], COLORS[2])):
+                e = T @ Vt[i]  # where the right singular vectors go
+                ax.annotate("", xy=e, xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=c, lw=2))
+            ax.set(title=title, xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
+        fig.suptitle(f"singular values {S[0]:.2f} and {S[1]:.2f}: the lengths of the ellipse's axes")
+    return fig
+
+
+def singular_values(spectra: dict, normalise: bool = True, log: bool = True,
+                    title: str = "singular values") -> Figure:
+    """One curve per labelled spectrum; x is the index i, y is s_i (÷ s_1 if normalise)."""
+    with _style():
+        fig, (ax,) = _figure(width=6, height=3.6)
+        for label, s in spectra.items():
+            s = np.sort(np.abs(_np(s)).ravel())[::-1]
+            ax.plot(np.arange(1, len(s) + 1), s / s[0] if normalise else s, label=label, lw=1.5)
+        ax.set(xlabel="index i", ylabel="s_i / s_1" if normalise else "s_i", title=title)
+        if log:
+            ax.set_yscale("log")
+        if len(spectra) > 1:
+            ax.legend(ncol=2 if len(spectra) > 6 else 1)
+    return fig
+
+
+def reconstructions(images: dict, suptitle: str = "") -> Figure:
+    """Images side by side, each with its title (e.g. rank-k approximations)."""
+    n = len(images)
+    with _style():
+        fig, axes = _figure(n, width=2.6 * n, height=2.9)
+        for ax, (title, img) in zip(axes, images.items()):
+            ax.imshow(np.clip(_np(img), 0, 1), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+        if suptitle:
+            fig.suptitle(suptitle)
+    return fig
+
+
+def energy_and_storage(s, m: int, n: int, title: str = "") -> Figure:
+    """Left: fraction of Σ s² kept by the first k values. Right: storage of rank k against m·n."""
+    s = np.sort(np.abs(_np(s)))[::-1]
+    k = np.arange(1, len(s) + 1)
+    energy = np.cumsum(s ** 2) / np.sum(s ** 2)
+    with _style():
+        fig, (a, b) = _figure(2, width=10, height=3.4)
+        a.plot(k, energy)
+        a.set(xlabel="rank k", ylabel="energy kept (fraction of Σ s²)", ylim=(0, 1.02), title="energy")
+        b.plot(k, k * (m + n + 1), label="factored: k·(m + n + 1)")
+        b.axhline(m * n, color=COLORS[1], ls="--", label="dense: m·n")
+        b.axvline(m * n / (m + n + 1), color="gray", ls=":", label=f"break-even k = {m * n / (m + n + 1):.1f}")
+        b.set(xlabel="rank k", ylabel="numbers stored", title="storage")
+        b.legend()
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+# --- chapter 02: factored layers -------------------------------------------------------------
+def layer_costs(m: int, n: int, positions: int = 1, title: str = "") -> Figure:
+    """Parameters and multiply-accumulates of one m×n layer against rank, both forms."""
+    r = np.arange(1, min(m, n) + 1)
+    with _style():
+        fig, (a, b) = _figure(2, width=10, height=3.4)
+        a.plot(r, r * (m + n + 1), label="U, s, V as trained: r·(m + n + 1)")
+        a.plot(r, r * (m + n), label="deployed, s folded into U: r·(m + n)", ls="-.")
+        a.axhline(m * n, color=COLORS[2], ls="--", label="dense: m·n")
+        a.set(xlabel="rank r", ylabel="parameters", title="storage")
+        a.legend()
+        b.plot(r, r * (m + n) * positions / 1e6, label="two stages: r·(m + n) per position")
+        b.axhline(m * n * positions / 1e6, color=COLORS[2], ls="--", label="one dense op: m·n per position")
+        b.set(xlabel="rank r", ylabel="multiply-accumulates (millions)", title="compute")
+        b.legend()
+        fig.suptitle(title or f"a layer with m = {m}, n = {n}")
+    return fig
+
+
+# --- training curves -------------------------------------------------------------------------
+def curves(runs: dict, key: str, ylabel: str, log: bool = False, title: str = "", ax=None) -> Figure:
+    """`key` of each run's metrics against epoch; `runs` maps a label to a list of metric rows."""
+    with _style():
+        if ax is None:
+            fig, (ax,) = _figure(width=6, height=3.6)
+        else:
+            fig = ax.figure
+        for i, (label, history) in enumerate(runs.items()):
+            epochs = [h["epoch"] for h in history if h.get(key) is not None]
+            values = [h[key] for h in history if h.get(key) is not None]
+            ax.plot(epochs, values, marker="o", ms=3, label=label, color=COLORS[i % len(COLORS)])
+        ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+        if log:
+            ax.set_yscale("symlog", linthresh=1e-4)
+        ax.legend()
+    return fig
+
+
+def curve_panels(runs: dict, panels: list[tuple[str, str]], log_keys=(), title: str = "") -> Figure:
+    """Several `curves` side by side: `panels` is a list of (metric key, y label)."""
+    with _style():
+        fig, axes = _figure(len(panels), width=4.4 * len(panels), height=3.5)
+        for ax, (key, ylabel) in zip(axes, panels):
+            curves(runs, key, ylabel, log=key in log_keys, ax=ax)
+        for ax in axes[1:]:
+            ax.get_legend().remove()
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+def rank_heatmap(history: list, full_ranks: dict | None = None, title: str = "per-layer rank") -> Figure:
+    """Rank of every factored layer (rows) at the end of every epoch (columns), as % of full rank."""
+    layers = list(history[-1]["ranks"])
+    full = full_ranks or {name: max(h["ranks"][name] for h in history) for name in layers}
+    grid = np.array([[h["ranks"][name] / full[name] * 100 for h in history] for name in layers])
+    with _style():
+        fig, (ax,) = _figure(width=7, height=0.22 * len(layers) + 1.6)
+        im = ax.imshow(grid, aspect="auto", vmin=0, vmax=100, cmap="viridis",
+                       extent=(0.5, len(history) + 0.5, len(layers) - 0.5, -0.5))
+        ax.set_yticks(range(len(layers)), layers, fontsize=7)
+        ax.set(xlabel="epoch", title=title)
+        ax.grid(False)
+        fig.colorbar(im, ax=ax, label="rank, % of full")
+    return fig
+
+
+def rank_bars(ranks: dict, full_ranks: dict, break_even: dict | None = None, title: str = "") -> Figure:
+    """Final rank of each layer against its full rank (and break-even rank)."""
+    names = list(ranks)
+    x = np.arange(len(names))
+    with _style():
+        fig, (ax,) = _figure(width=8, height=3.4)
+        ax.bar(x, [full_ranks[n] for n in names], color="lightgray", label="full rank")
+        ax.bar(x, [ranks[n] for n in names], color=COLORS[0], label="kept rank")
+        if break_even:
+            ax.scatter(x, [break_even[n] for n in names], marker="_", s=120, color=COLORS[3],
+                       label="break-even rank", zorder=3)
+        ax.set_xticks(x, names, rotation=90, fontsize=7)
+        ax.set(ylabel="rank", title=title)
+        ax.legend()
+    return fig
+
+
+# --- trade-offs and grids --------------------------------------------------------------------
+def tradeoff(points: list[dict], x: str = "deployed_fraction", y: str = "test_acc",
+             xlabel: str = "deployed parameters (fraction of dense)", ylabel: str = "test accuracy",
+             title: str = "") -> Figure:
+    """A scatter of labelled points (dicts with x, y, "label" and optional "group", "xerr", "yerr")."""
+    with _style():
+        fig, (ax,) = _figure(width=6.4, height=4.0)
+        groups = list(dict.fromkeys(p.get("group", "") for p in points))
+        for i, g in enumerate(groups):
+            pts = [p for p in points if p.get("group", "") == g]
+            ax.errorbar([p[x] for p in pts], [p[y] for p in pts],
+                        xerr=[p.get("xerr", 0) for p in pts], yerr=[p.get("yerr", 0) for p in pts],
+                        fmt="o", color=COLORS[i % len(COLORS)], label=g or None, capsize=3)
+            for p in pts:
+                ax.annotate(p["label"], (p[x], p[y]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        if any(groups):
+            ax.legend()
+    return fig
+
+
+def grouped_bars(rows: list[dict], metrics: list[tuple[str, str]], label: str = "variant",
+                 title: str = "") -> Figure:
+    """One panel a metric: the mean of each row as a bar, its spread (min–max) as an error bar.
+
+    Each row has `label` and, per metric key k, `k` (mean), `k_min`, `k_max` and `k_values`.
+    """
+    with _style():
+        fig, axes = _figure(len(metrics), width=4.0 * len(metrics), height=3.6)
+        names = [r[label] for r in rows]
+        x = np.arange(len(rows))
+        for ax, (key, ylabel) in zip(axes, metrics):
+            means = np.array([r[key] for r in rows])
+            lo = means - np.array([r[f"{key}_min"] for r in rows])
+            hi = np.array([r[f"{key}_max"] for r in rows]) - means
+            ax.bar(x, means, yerr=[lo, hi], capsize=4, color=[COLORS[i % len(COLORS)] for i in x])
+            for i, r in enumerate(rows):
+                vals = r.get(f"{key}_values", [])
+                ax.scatter([i] * len(vals), vals, color="black", s=8, zorder=3)
+            ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+            ax.set(ylabel=ylabel)
+            finite = means[np.isfinite(means)]
+            if len(finite) and key.endswith("acc"):
+                low = min(r[f"{key}_min"] for r in rows)
+                ax.set_ylim(max(0, math.floor(low * 20) / 20 - 0.05), None)
+        if title:
+            fig.suptitle(title)
+    return fig

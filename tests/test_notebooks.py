@@ -1,0 +1,133 @@
+"""Every chapter and every worked solution runs in smoke mode, and its metrics show what the chapter claims.
+
+(The stored outputs of the default mode are checked separately by nbval: `pytest --nbval notebooks/`,
+part of `make test`.)
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+from dprp_lib.course import chapters, execute, run_course
+from conftest import require_mirror
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+SOLUTIONS = sorted((NOTEBOOKS / "solutions").glob("*.ipynb"))
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    """Smoke runs trained by a chapter, shared with its solutions (which then load them)."""
+    return tmp_path_factory.mktemp("runs")
+
+
+def run_notebook(path: Path, tmp_path: Path, runs_dir: Path, mode: str = "smoke") -> dict:
+    require_mirror()
+    metrics = tmp_path / "metrics.json"
+    execute(path, tmp_path / path.name, {"MODE": mode, "DEVICE": "cpu", "METRICS_PATH": str(metrics),
+                                         "DATA_DIR": str(ROOT / "data"), "RUNS_DIR": str(runs_dir)})
+    return json.loads(metrics.read_text())
+
+
+def claims_01(m):
+    assert m["eckart_young_max_gap"] < 1e-10  # ‖A − A_k‖ is exactly the energy left out
+    small = min(m["image_shape"])
+    assert m["rank_for_90pct_energy"] < 0.1 * small  # a photograph's spectrum falls fast
+    assert m["relative_error_rank20"] < 0.35
+    assert abs(m["break_even_rank"] - m["image_shape"][0] * m["image_shape"][1] / (sum(m["image_shape"]) + 1)) < 1e-9
+
+
+def claims_02(m):
+    assert m["from_dense_max_error"] < 1e-5 and m["two_stage_from_scratch_error"] < 1e-5
+    assert m["forms_max_error"] < 1e-4
+    assert (m["resnet20_conv_params_factored"], m["resnet20_conv_params_dense"]) == (300_896, 267_696)
+    assert m["rank99_fraction_dprp"] < m["rank99_fraction_trained"]  # DPRP concentrates the energy
+
+
+def claims_03(m):
+    # the penalty keeps U, V orthonormal and |s| honest (λ_orth = 10 against 0: visible even at smoke scale)
+    assert m["final_orth"]["orth=10"] < m["final_orth"]["orth=0"]
+    assert m["final_spectrum_gap"]["orth=10"] < m["final_spectrum_gap"]["orth=0"]
+    if m["mode"] != "smoke":
+        assert m["final_orth"]["orth=1"] < m["final_orth"]["orth=0"] / 2
+        assert m["final_spectrum_gap"]["orth=1"] < m["final_spectrum_gap"]["orth=0"]
+
+
+def claims_04(m):
+    v, r = m["mean_order_violations"], m["total_rank"]
+    assert v["sort=0, reorder before each cut"] < v["sort=0"]  # sorting at each cut removes violations
+    if m["mode"] != "smoke":  # two smoke epochs are too few for the penalty to act
+        assert v["sort=1"] < v["sort=0"] / 2  # the sorting penalty keeps s sorted
+        assert r["sort=1"] < r["sort=0"]  # and the same ε then cuts deeper
+
+
+def claims_05(m):
+    r = m["total_rank"]
+    assert r["l1 x2"] < r["l1 x0"]  # ranks fall when sparsity is on
+    assert m["widget"]["key"] and 0 < m["widget"]["deployed_fraction"] <= 1.5
+
+
+def claims_06(m):
+    runs = sorted(m["energy_runs"].values(), key=lambda e: e["energy"])
+    ranks = [e["total_rank"] for e in runs]
+    assert ranks == sorted(ranks, reverse=True) and ranks[0] > ranks[-1]  # a larger ε cuts deeper
+    methods = m["methods"]
+    assert methods["dense"]["deployed_fraction"] == 1.0
+    assert m["posthoc_at_dprp_ranks"]["deployed_fraction"] == pytest.approx(methods["dprp"]["deployed_fraction"], abs=0.02)
+    if m["mode"] != "smoke":
+        assert methods["dprp"]["deployed_fraction"] < methods["svd-training"]["deployed_fraction"] <= methods["posthoc"]["deployed_fraction"]
+        assert m["posthoc_at_dprp_ranks"]["test_acc"] < methods["dprp"]["test_acc"] - 0.1
+
+
+def claims_07(m):
+    rows = {r["variant"]: r for r in m["rows"]}
+    assert set(rows) == {"all penalties", "no orth", "no sort", "no sparse", "none"}
+    assert rows["all penalties"]["total_rank"] < rows["none"]["total_rank"]
+    assert set(m["findings"]) == {"sparsity", "sorting", "orthogonality"}
+    assert m["widget"]["variant"] == "all penalties"
+    if m["mode"] != "smoke":
+        assert all(len(r["seeds"]) == 3 for r in rows.values())
+        assert m["findings"]["sparsity"]["deployed_separated"]  # sparsity drives compression
+
+
+CLAIMS = {"01_svd_basics": claims_01, "02_svd_layers": claims_02, "03_orthogonality": claims_03,
+          "04_sorting": claims_04, "05_sparsity": claims_05, "06_dynamic_rank_pruning": claims_06,
+          "07_ablations": claims_07}
+
+
+@pytest.mark.parametrize("path", chapters(), ids=lambda p: p.stem)
+def test_chapter_in_smoke_mode(path, tmp_path, runs_dir):
+    """Every chapter runs end to end, training its own tiny runs."""
+    assert path.stem in CLAIMS, f"{path.name} has no claims checked here"
+    metrics = run_notebook(path, tmp_path, runs_dir)
+    assert metrics["mode"] == "smoke"
+    CLAIMS[path.stem](metrics)
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_solutions_run(path, tmp_path, runs_dir):
+    metrics = run_notebook(path, tmp_path, runs_dir)
+    assert metrics["mode"] == "smoke" and metrics["answers"]
+
+
+@pytest.mark.parametrize("path", [p for p in chapters() if p.stem >= "03"], ids=lambda p: p.stem)
+def test_chapter_claims_hold_on_the_committed_quick_runs(path, tmp_path):
+    """The chapter's claims, in the mode its stored outputs are in (loads results/, trains nothing)."""
+    metrics = run_notebook(path, tmp_path, tmp_path / "no-training-expected", mode="quick")
+    assert metrics["mode"] == "quick"
+    CLAIMS[path.stem](metrics)
+    assert not (tmp_path / "no-training-expected").exists(), "a committed run is missing from results/"
+
+
+def test_every_chapter_has_solutions():
+    assert {p.stem.replace("_solutions", "") for p in SOLUTIONS} == {p.stem for p in chapters()}
+
+
+def test_course_runner_writes_notebook_html_and_report(tmp_path):
+    require_mirror()
+    report = run_course("smoke", tmp_path, only=["01"], device="cpu")
+    assert [r["status"] for r in report] == ["ok"]
+    assert (tmp_path / "notebooks" / "01_svd_basics.ipynb").is_file()
+    assert "<html" in (tmp_path / "html" / "01_svd_basics.html").read_text()[:2000].lower()
+    assert json.loads((tmp_path / "course.json").read_text())[0]["chapter"] == "01_svd_basics"
