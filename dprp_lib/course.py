@@ -31,15 +31,19 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
-def execute(notebook: Path, output: Path, parameters: dict, kernel: str = "python3") -> None:
-    """Execute `notebook` with papermill into `output`, passing only the parameters it declares."""
+def execute(notebook: Path, output: Path, parameters: dict, kernel: str = "python3",
+            cell_timeout: int | None = None) -> None:
+    """Execute `notebook` with papermill into `output`, passing only the parameters it declares.
+
+    `cell_timeout` (seconds) turns a stalled cell into an error instead of a hang.
+    """
     import papermill as pm
 
     declared = set(pm.inspect_notebook(str(notebook)))
     output.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(notebook), str(output), kernel_name=kernel, cwd=str(notebook.parent),
                         parameters={k: v for k, v in parameters.items() if k in declared},
-                        progress_bar=False)
+                        progress_bar=False, execution_timeout=cell_timeout)
 
 
 def to_html(notebook: Path, output: Path) -> None:

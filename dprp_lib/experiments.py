@@ -6,6 +6,11 @@ in `results/runs/<key>/` when one exists for exactly these parameters, and train
 otherwise (into `build/runs/<key>/`, resuming there if interrupted).
 
     python -m dprp_lib.experiments 07_ablations --mode quick    # (re)build a chapter's committed results
+    python -m dprp_lib.experiments 08_resnet20_cifar10 --mode full --parallel 12   # the GPU run set
+
+`--parallel N` runs N trainings at once as separate processes (on one GPU they share it),
+each writing its own `results/runs/<key>/`; runs already there are skipped, interrupted
+ones resume.
 """
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +35,8 @@ RESULTS = Path("results/runs")
 SCRATCH = Path("build/runs")
 # Committed results keep checkpoints only where a chapter loads the trained weights.
 KEEP_CHECKPOINTS = {"06_dynamic_rank_pruning": {"dense", "dprp"}, "04_sorting": {"sort=0"}}
-CHAPTER_GRIDS = ("03_orthogonality", "04_sorting", "05_sparsity", "06_dynamic_rank_pruning", "07_ablations")
+CHAPTER_GRIDS = ("03_orthogonality", "04_sorting", "05_sparsity", "06_dynamic_rank_pruning", "07_ablations",
+                 "08_resnet20_cifar10")
 
 
 def config_key(config: TrainConfig) -> str:
@@ -61,11 +69,10 @@ def run_or_load(config: TrainConfig, results=None, scratch=None, log=print, data
     """The committed run for `config` if there is one, else train it now (reading data from `data_dir`)."""
     if data_dir is not None:
         config = dataclasses.replace(config, data_dir=str(data_dir))
-    key = config_key(config)
-    for root in (Path(results or RESULTS), Path(scratch or SCRATCH)):
-        if (root / key / "summary.json").is_file():
-            return load_run(root / key)
-    out = Path(scratch or SCRATCH) / key
+    found = find_run(config, results, scratch)
+    if found is not None:
+        return found
+    out = Path(scratch or SCRATCH) / config_key(config)
     if log:
         log(f"training {config.method} {config.model} ({describe(config)}) -> {out}")
     config = dataclasses.replace(config, out_dir=str(out), resume=True)
@@ -73,6 +80,15 @@ def run_or_load(config: TrainConfig, results=None, scratch=None, log=print, data
     run = load_run(out)
     run.loaded = False
     return run
+
+
+def find_run(config: TrainConfig, results=None, scratch=None) -> Run | None:
+    """The finished run for exactly `config` in `results` or `scratch`, or None."""
+    key = config_key(config)
+    for root in (Path(results or RESULTS), Path(scratch or SCRATCH)):
+        if (root / key / "summary.json").is_file():
+            return load_run(root / key)
+    return None
 
 
 def run_grid(chapter: str, mode: str, device: str = "auto", results=None, scratch=None, log=print,
@@ -116,14 +132,17 @@ def preset(mode: str, **overrides) -> TrainConfig:
                       sparse=0.02, energy=0.02, prune_warmup=1, prune_every=1),
         "quick": dict(train_per_class=300, test_per_class=100, epochs=12, sparse=0.01, energy=0.01,
                       prune_warmup=3, prune_every=1, prune_stop=10),
-        "full": dict(epochs=60, sparse=1e-3, energy=1e-3, prune_warmup=5, prune_every=2, prune_stop=50),
+        # GPU-sized: the whole training set, 30 epochs (the run set must fit about 10 minutes on
+        # one H100). The sparsity weight and ε are scaled from quick mode for 17× more steps per
+        # run: a first guess, to be tuned on a GPU.
+        "full": dict(epochs=30, sparse=5e-4, energy=5e-3, prune_warmup=3, prune_every=2, prune_stop=25),
     }[mode]
     return TrainConfig(**{**common, **sizes, **overrides})
 
 
-def grid(chapter: str, mode: str, seeds=None) -> dict[str, TrainConfig]:
-    """The named runs of a chapter's grid."""
-    base = preset(mode)
+def grid(chapter: str, mode: str, seeds=None, dataset: str | None = None) -> dict[str, TrainConfig]:
+    """The named runs of a chapter's grid (on `dataset`, default: `default_dataset()`)."""
+    base = preset(mode, **({"dataset": dataset} if dataset else {}))
     if chapter == "03_orthogonality":
         return {f"orth={w:g}": dataclasses.replace(base, orth=w) for w in (0.0, 0.1, 1.0, 10.0)}
     if chapter == "04_sorting":
@@ -153,36 +172,86 @@ def grid(chapter: str, mode: str, seeds=None) -> dict[str, TrainConfig]:
         seeds = seeds if seeds is not None else ([0] if mode == "smoke" else [0, 1, 2])
         return {f"{name} | seed {s}": dataclasses.replace(base, seed=s, **v)
                 for name, v in variants.items() for s in seeds}
+    if chapter == "08_resnet20_cifar10":
+        # The reproduction set: methods and ablations of ResNet-20 (plus ResNet-32 at full scale).
+        seeds = seeds if seeds is not None else ([0] if mode == "smoke" else [0, 1, 2])
+        variants = {
+            "dense": dict(method="dense"),
+            "dprp (mild, ε/4)": dict(energy=base.energy / 4),
+            "dprp": {},
+            "dprp (strong, 4ε)": dict(energy=base.energy * 4),
+            "svd-training": dict(method="svd-training", epochs=base.epochs - 2, finetune_epochs=2),
+            "posthoc": dict(method="posthoc"),
+            "dprp no orth": dict(orth=0.0), "dprp no sort": dict(sort=0.0), "dprp no sparse": dict(sparse=0.0),
+        }
+        runs = {f"resnet20 {name} | seed {s}": dataclasses.replace(base, seed=s, **v)
+                for name, v in variants.items() for s in seeds}
+        if mode == "full":
+            runs.update({f"resnet32 {name} | seed {s}": dataclasses.replace(base, model="resnet32", seed=s, **variants[name])
+                         for name in ("dense", "dprp") for s in seeds})
+        return runs
     raise ValueError(f"no grid for chapter {chapter!r}")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dprp_lib.experiments", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("chapter", choices=list(CHAPTER_GRIDS))
-    p.add_argument("--mode", default="quick", choices=MODES)
-    p.add_argument("--results", default=str(RESULTS), help="where the runs are written and committed")
-    p.add_argument("--device", default="auto")
-    args = p.parse_args(argv)
-    runs = grid(args.chapter, args.mode)
-    # One run can appear in several chapters' grids: keep by key, not by name.
-    keep = {config_key(grid(ch, args.mode)[name]) for ch, names in KEEP_CHECKPOINTS.items() for name in names}
+def variant_of(name: str) -> str:
+    """"resnet20 dprp | seed 1" -> "resnet20 dprp"."""
+    return name.split(" | ")[0]
+
+
+def launch(configs: dict[str, TrainConfig], results, parallel: int, log=print) -> dict[str, int]:
+    """Train every config not yet in `results`, `parallel` processes at a time; {name: exit code}."""
+    results = Path(results)
+    pending = [(n, c) for n, c in configs.items() if find_run(c, results, results) is None]
+    threads = max(1, (os.cpu_count() or 1) // max(parallel, 1))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    running, codes = [], {}
+    log(f"{len(configs) - len(pending)} of {len(configs)} runs already in {results}; "
+        f"training {len(pending)}, {parallel} at a time")
     t0 = time.perf_counter()
-    for i, (name, config) in enumerate(runs.items(), 1):
-        config = dataclasses.replace(config, device=args.device)
-        print(f"[{i}/{len(runs)}] {name}")
-        run = run_or_load(config, results=args.results, scratch=args.results)
-        if config_key(config) not in keep:
-            (run.path / "checkpoint.pt").unlink(missing_ok=True)
-        s = run.summary
-        print(f"    test acc {s['test_acc']:.2%}, deployed {s['deployed_fraction']:.1%} of dense, "
-              f"rank {s['total_rank']}/{s['full_rank']}, {s['time']:.0f} s")
-    print(f"{args.chapter}: {len(runs)} runs in {time.perf_counter() - t0:.0f} s")
-    return 0
+    while pending or running:
+        while pending and len(running) < parallel:
+            name, config = pending.pop(0)
+            out = results / config_key(config)
+            out.mkdir(parents=True, exist_ok=True)
+            spec = out / "launch.json"
+            spec.write_text(json.dumps(dataclasses.replace(config, out_dir=str(out), resume=True,
+                                                           progress=False).to_dict()))
+            with open(out / "train.log", "a") as logfile:
+                proc = subprocess.Popen([sys.executable, "-m", "dprp_lib", "train", str(spec)],
+                                        stdout=logfile, stderr=subprocess.STDOUT, env=env)
+            running.append((name, proc))
+        time.sleep(0.5)
+        for name, proc in [r for r in running if r[1].poll() is not None]:
+            running.remove((name, proc))
+            codes[name] = proc.returncode
+            log(f"  [{len(codes)}/{len(codes) + len(running) + len(pending)}] {name}: "
+                f"{'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'} "
+                f"after {time.perf_counter() - t0:.0f} s")
+    return codes
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def collect(chapter: str, mode: str, results=None, dataset: str | None = None, scratch=None) -> dict:
+    """Aggregate a grid's finished runs over seeds into one table (missing runs are listed)."""
+    configs = grid(chapter, mode, dataset=dataset)
+    runs, missing = {}, []
+    for name, config in configs.items():
+        run = find_run(config, results, scratch or results)
+        if run is None:
+            missing.append(name)
+        else:
+            runs.setdefault(variant_of(name), []).append(run)
+    keys = ("test_acc", "deployed_fraction", "macs_fraction", "total_rank", "time")
+    rows = aggregate(runs, keys)
+    for row in rows:
+        first = runs[row["variant"]][0]
+        row.update(dataset=first.summary["dataset"], model=first.config.model, method=first.config.method,
+                   epochs=first.config.epochs + first.config.finetune_epochs,  # fine-tuning included
+                   train_images=first.summary["train_images"],
+                   test_images=first.summary["test_images"], device=first.summary["device"],
+                   amp=first.summary["amp"], compile=first.summary["compile"],
+                   deployed_params=[r.summary["deployed_params"] for r in runs[row["variant"]]],
+                   dense_params=first.summary["dense_params"])
+    return {"chapter": chapter, "mode": mode, "rows": rows, "missing": missing}
 
 
 def aggregate(runs: dict[str, list[Run]], keys=("test_acc", "deployed_fraction", "total_rank")) -> list[dict]:
@@ -196,3 +265,52 @@ def aggregate(runs: dict[str, list[Run]], keys=("test_acc", "deployed_fraction",
                         f"{k}_values": values})
         rows.append(row)
     return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dprp_lib.experiments", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("chapter", choices=list(CHAPTER_GRIDS))
+    p.add_argument("--mode", default="quick", choices=MODES)
+    p.add_argument("--results", default=str(RESULTS), help="where the runs are written and committed")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--parallel", type=int, default=1, help="trainings at once, as separate processes")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (recorded in each run)")
+    p.add_argument("--compile", action="store_true", help="torch.compile (recorded in each run)")
+    p.add_argument("--dataset", default=None, help="cifar10 (official, downloaded) or cifar10-mirror; "
+                   "default: the mirror when DPRP_CIFAR10_MIRROR is set, else cifar10")
+    p.add_argument("--collect", metavar="JSON", help="after training, write the aggregated table here")
+    args = p.parse_args(argv)
+    runs = {name: dataclasses.replace(config, device=args.device, amp=args.amp or config.amp,
+                                      compile=args.compile or config.compile)
+            for name, config in grid(args.chapter, args.mode, dataset=args.dataset).items()}
+    # One run can appear in several chapters' grids: keep checkpoints by key, not by name.
+    keep = {config_key(grid(ch, args.mode)[name]) for ch, names in KEEP_CHECKPOINTS.items() for name in names}
+    t0 = time.perf_counter()
+    if args.parallel > 1:
+        codes = launch(runs, args.results, args.parallel)
+        failed = [n for n, c in codes.items() if c != 0]
+    else:
+        failed = []
+        for i, (name, config) in enumerate(runs.items(), 1):
+            print(f"[{i}/{len(runs)}] {name}")
+            run = run_or_load(config, results=args.results, scratch=args.results)
+            s = run.summary
+            print(f"    test acc {s['test_acc']:.2%}, deployed {s['deployed_fraction']:.1%} of dense, "
+                  f"rank {s['total_rank']}/{s['full_rank']}, {s['time']:.0f} s")
+    for config in runs.values():
+        if config_key(config) not in keep:
+            (Path(args.results) / config_key(config) / "checkpoint.pt").unlink(missing_ok=True)
+    print(f"{args.chapter}: {len(runs)} runs in {time.perf_counter() - t0:.0f} s"
+          + (f"; FAILED: {failed}" if failed else ""))
+    if args.collect:
+        table = collect(args.chapter, args.mode, args.results, args.dataset)
+        Path(args.collect).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.collect).write_text(json.dumps(table, indent=2) + "\n")
+        print(f"wrote {args.collect} ({len(table['rows'])} rows, {len(table['missing'])} runs missing)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 
+import matplotlib.patches
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
@@ -241,6 +242,39 @@ def grouped_bars(rows: list[dict], metrics: list[tuple[str, str]], label: str = 
             if len(finite) and key.endswith("acc"):
                 low = min(r[f"{key}_min"] for r in rows)
                 ax.set_ylim(max(0, math.floor(low * 20) / 20 - 0.05), None)
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+def paper_comparison(ours: list[dict], paper: list[dict], published: list[dict], title: str = "") -> Figure:
+    """Left: accuracy change against the dense baseline vs deployed size (this project and the
+    paper's own claim). Right: published absolute accuracies (official CIFAR-10) vs parameters.
+
+    `ours`/`paper` rows: label, deployed_fraction, delta_acc (points), optional delta_err.
+    `published` rows: label, params (fraction, lo, hi), acc (lo, hi) in %.
+    """
+    with _style():
+        fig, (a, b) = _figure(2, width=11, height=4.2)
+        for i, p in enumerate(ours):
+            a.errorbar(p["deployed_fraction"], p["delta_acc"], yerr=p.get("delta_err", 0), fmt="o",
+                       color=COLORS[i % len(COLORS)], capsize=3, label=p["label"])
+        for p in paper:
+            a.scatter(p["deployed_fraction"], p["delta_acc"], marker="*", s=160, color="black", zorder=4)
+            a.annotate(p["label"], (p["deployed_fraction"], p["delta_acc"]), textcoords="offset points",
+                       xytext=(6, -4), fontsize=7)
+        a.axhline(0, color="gray", lw=1)
+        a.set(xlabel="deployed parameters (fraction of dense)", ylabel="accuracy − dense baseline (points)",
+              title="change against each study's own dense baseline")
+        a.legend(fontsize=7)
+        for i, p in enumerate(published):
+            lo, hi = p["params"]
+            alo, ahi = p["acc"]
+            b.add_patch(matplotlib.patches.Rectangle((lo, alo), max(hi - lo, 0.01), max(ahi - alo, 0.05),
+                                                     alpha=0.35, color=COLORS[i % len(COLORS)], label=p["label"]))
+        b.set(xlim=(0, 1.1), ylim=(89.5, 92.0), xlabel="parameters or FLOPs (fraction of dense)",
+              ylabel="top-1 accuracy, official CIFAR-10 (%)", title="published ResNet-20 results")
+        b.legend(fontsize=7, loc="lower right")
         if title:
             fig.suptitle(title)
     return fig

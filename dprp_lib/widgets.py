@@ -1,14 +1,18 @@
 """Interactive panels: thin views over library functions.
 
 Each panel computes through the library, keeps what it computed in `.result` (so tests can
-drive its controls headlessly and check it), and draws with plots.py. Controls over
+drive its controls headlessly and check it), and draws with plots.py. The figure is shown
+as a PNG in an Image widget rather than through an Output widget: Output capture relies on
+comm messages that headless executors (papermill, nbclient) handle unreliably. Controls over
 anything slow use continuous_update=False. Display a panel by leaving it last in a cell.
 """
 from __future__ import annotations
 
+import io
+
 import ipywidgets as W
 import torch
-from IPython.display import clear_output, display
+from IPython.display import display
 
 from . import plots
 from .lowrank import low_rank, relative_error, storage
@@ -21,18 +25,18 @@ class Panel:
 
     def _build(self):
         self.info = W.HTML()
-        self.output = W.Output()
+        self.picture = W.Image(format="png")
         for c in self.controls:
             c.observe(lambda change: self.update(), names="value")
-        self.widget = W.VBox([W.HBox(self.controls), self.info, self.output])
+        self.widget = W.VBox([W.HBox(self.controls), self.info, self.picture])
         self.update()
 
     def update(self):
         self.result, self.figure, text = self.compute()
         self.info.value = text
-        with self.output:
-            clear_output(wait=True)
-            display(self.figure)
+        png = io.BytesIO()
+        self.figure.savefig(png, format="png")
+        self.picture.value = png.getvalue()
 
     def _ipython_display_(self):
         display(self.widget)

@@ -17,6 +17,7 @@ def test_rank_explorer_follows_its_slider():
     assert high["relative_error"] < low["relative_error"]
     assert high["factored"] == 20 * (40 + 30 + 1) and "rank 20" in panel.info.value
     assert panel.figure.axes[1].get_title() == "rank 20"  # the figure was redrawn for the new rank
+    assert bytes(panel.picture.value[:4]) == b"\x89PNG"  # and shown as an image in the panel
 
 
 def _run(kind, weight, acc, rank, seed=0):
