@@ -279,11 +279,13 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile (recorded in each run)")
     p.add_argument("--dataset", default=None, help="cifar10 (official, downloaded) or cifar10-mirror; "
                    "default: the mirror when DPRP_CIFAR10_MIRROR is set, else cifar10")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="train only these seeds of a seeded grid (default: its 3 seeds; collect lists the rest as missing)")
     p.add_argument("--collect", metavar="JSON", help="after training, write the aggregated table here")
     args = p.parse_args(argv)
     runs = {name: dataclasses.replace(config, device=args.device, amp=args.amp or config.amp,
                                       compile=args.compile or config.compile)
-            for name, config in grid(args.chapter, args.mode, dataset=args.dataset).items()}
+            for name, config in grid(args.chapter, args.mode, seeds=args.seeds, dataset=args.dataset).items()}
     # One run can appear in several chapters' grids: keep checkpoints by key, not by name.
     keep = {config_key(grid(ch, args.mode)[name]) for ch, names in KEEP_CHECKPOINTS.items() for name in names}
     t0 = time.perf_counter()
