@@ -38,12 +38,19 @@ def execute(notebook: Path, output: Path, parameters: dict, kernel: str = "pytho
     `cell_timeout` (seconds) turns a stalled cell into an error instead of a hang.
     """
     import papermill as pm
+    from jupyter_client.manager import KernelManager
+
+    class EncryptedKernelManager(KernelManager):
+        # Curve-encrypted kernel sockets where the kernel supports them: ipykernel >= 7.3 warns
+        # on every start otherwise, once per chapter. Older jupyter_client ignores the attribute.
+        transport_encryption = "auto"
 
     declared = set(pm.inspect_notebook(str(notebook)))
     output.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(notebook), str(output), kernel_name=kernel, cwd=str(notebook.parent),
                         parameters={k: v for k, v in parameters.items() if k in declared},
-                        progress_bar=False, execution_timeout=cell_timeout)
+                        progress_bar=False, execution_timeout=cell_timeout,
+                        kernel_manager_class=EncryptedKernelManager)
 
 
 def to_html(notebook: Path, output: Path) -> None:
