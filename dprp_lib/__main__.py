@@ -17,10 +17,6 @@ import sys
 from pathlib import Path
 
 
-def _default_dataset() -> str:
-    return "cifar10-mirror" if os.environ.get("DPRP_CIFAR10_MIRROR") else "cifar10"
-
-
 def _checkpoint_path(path: str) -> Path:
     p = Path(path)
     return p / "checkpoint.pt" if p.is_dir() else p
@@ -125,7 +121,7 @@ def cmd_demo(args) -> int:
 
 
 def main(argv=None) -> int:
-    from .data import DataUnavailable
+    from .data import DataUnavailable, default_dataset
 
     parser = argparse.ArgumentParser(prog="python -m dprp_lib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -153,7 +149,7 @@ def main(argv=None) -> int:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="a one-minute DPRP run on a small real subset")
-    p.add_argument("--dataset", default=_default_dataset(),
+    p.add_argument("--dataset", default=default_dataset(),
                    help="cifar10-mirror (needs DPRP_CIFAR10_MIRROR), cifar10 or cifar100 (download)")
     p.add_argument("--data-dir", default="data", help="download and cache folder (default: data)")
     p.add_argument("--epochs", type=int, default=4)

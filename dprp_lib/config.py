@@ -101,8 +101,8 @@ class TrainConfig:
             raise ValueError("lr must be > 0")
         if not 0 <= self.energy < 1:
             raise ValueError(f"energy must be in [0, 1), got {self.energy}")
-        if self.epochs == 0 and self.method != "svd-training":
-            raise ValueError("epochs must be >= 1")
+        if self.epochs == 0:
+            raise ValueError("epochs must be >= 1 (svd-training cuts once at the end of its main epochs)")
         if not all(isinstance(m, (int, float)) and 0 < m < 1 for m in self.milestones):
             raise ValueError(f"milestones must be fractions of the run in (0, 1), got {self.milestones}")
         if not all(isinstance(s, str) for s in self.skip):

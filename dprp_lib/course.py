@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from .experiments import MODES
+
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
@@ -26,8 +28,8 @@ def chapters(root=NOTEBOOKS) -> list[Path]:
 def resolve_mode(mode: str) -> str:
     if mode == "auto":
         return "full" if torch.cuda.is_available() else "quick"
-    if mode not in ("smoke", "quick", "full"):
-        raise ValueError(f"mode must be auto, smoke, quick or full, got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be auto or one of {MODES}, got {mode!r}")
     return mode
 
 

@@ -106,8 +106,16 @@ def load_dataset(name: str, root="data", source=None, download: bool = True) -> 
 
 
 # --- CIFAR-10 JPEG mirror ----------------------------------------------------------------
+MIRROR_ENV = "DPRP_CIFAR10_MIRROR"
+
+
+def default_dataset() -> str:
+    """The offline mirror when one is configured, else the official CIFAR-10 (downloaded)."""
+    return "cifar10-mirror" if os.environ.get(MIRROR_ENV) else "cifar10"
+
+
 def _read_mirror(root, source, download) -> ImageData:
-    source = source or os.environ.get("DPRP_CIFAR10_MIRROR")
+    source = source or os.environ.get(MIRROR_ENV)
     if not source:
         raise DataUnavailable(
             "the CIFAR-10 JPEG mirror needs its location: pass source=<.tar.xz or folder> or set "

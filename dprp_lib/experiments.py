@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import TrainConfig
+from .data import default_dataset
 from .train import fit
 
 # Fields that do not change what a run computes.
@@ -51,10 +52,6 @@ class Run:
     history: list
     path: Path
     loaded: bool  # True when read from committed results, False when trained now
-
-    @property
-    def label(self) -> str:
-        return self.summary["dataset"]
 
 
 def load_run(path) -> Run:
@@ -110,10 +107,6 @@ def describe(config: TrainConfig) -> str:
 
 
 # --- presets ---------------------------------------------------------------------------------
-def default_dataset() -> str:
-    """The offline mirror when one is configured, else the official CIFAR-10 (downloaded)."""
-    return "cifar10-mirror" if os.environ.get("DPRP_CIFAR10_MIRROR") else "cifar10"
-
 
 def preset(mode: str, **overrides) -> TrainConfig:
     """The base DPRP run of the chapters 03–07 for `mode`.
@@ -137,12 +130,18 @@ def preset(mode: str, **overrides) -> TrainConfig:
         # run: a first guess, to be tuned on a GPU.
         "full": dict(epochs=30, sparse=5e-4, energy=5e-3, prune_warmup=3, prune_every=2, prune_stop=25),
     }[mode]
+    if overrides.get("method") == "svd-training" and "epochs" not in overrides:
+        # The 2020 recipe spends the run's last epochs (2, fewer in smoke) fine-tuning after its
+        # one cut: same total length as every other method.
+        tune = min(2, sizes["epochs"] - 1)
+        sizes = {**sizes, "epochs": sizes["epochs"] - tune, "finetune_epochs": tune}
     return TrainConfig(**{**common, **sizes, **overrides})
 
 
 def grid(chapter: str, mode: str, seeds=None, dataset: str | None = None) -> dict[str, TrainConfig]:
     """The named runs of a chapter's grid (on `dataset`, default: `default_dataset()`)."""
-    base = preset(mode, **({"dataset": dataset} if dataset else {}))
+    data = {"dataset": dataset} if dataset else {}
+    base = preset(mode, **data)
     if chapter == "03_orthogonality":
         return {f"orth={w:g}": dataclasses.replace(base, orth=w) for w in (0.0, 0.1, 1.0, 10.0)}
     if chapter == "04_sorting":
@@ -160,8 +159,7 @@ def grid(chapter: str, mode: str, seeds=None, dataset: str | None = None) -> dic
     if chapter == "06_dynamic_rank_pruning":
         runs = {"dense": dataclasses.replace(base, method="dense"),
                 "dprp": base,
-                "svd-training": dataclasses.replace(base, method="svd-training", epochs=base.epochs - 2,
-                                                    finetune_epochs=2),
+                "svd-training": preset(mode, method="svd-training", **data),
                 "posthoc": dataclasses.replace(base, method="posthoc")}
         for e in (base.energy / 4, base.energy * 4):
             runs[f"dprp energy={e:g}"] = dataclasses.replace(base, energy=e)
@@ -180,14 +178,14 @@ def grid(chapter: str, mode: str, seeds=None, dataset: str | None = None) -> dic
             "dprp (mild, ε/4)": dict(energy=base.energy / 4),
             "dprp": {},
             "dprp (strong, 4ε)": dict(energy=base.energy * 4),
-            "svd-training": dict(method="svd-training", epochs=base.epochs - 2, finetune_epochs=2),
+            "svd-training": dict(method="svd-training"),
             "posthoc": dict(method="posthoc"),
             "dprp no orth": dict(orth=0.0), "dprp no sort": dict(sort=0.0), "dprp no sparse": dict(sparse=0.0),
         }
-        runs = {f"resnet20 {name} | seed {s}": dataclasses.replace(base, seed=s, **v)
+        runs = {f"resnet20 {name} | seed {s}": preset(mode, seed=s, **data, **v)
                 for name, v in variants.items() for s in seeds}
         if mode == "full":
-            runs.update({f"resnet32 {name} | seed {s}": dataclasses.replace(base, model="resnet32", seed=s, **variants[name])
+            runs.update({f"resnet32 {name} | seed {s}": preset(mode, model="resnet32", seed=s, **data, **variants[name])
                          for name in ("dense", "dprp") for s in seeds})
         return runs
     raise ValueError(f"no grid for chapter {chapter!r}")
@@ -252,6 +250,13 @@ def collect(chapter: str, mode: str, results=None, dataset: str | None = None, s
                    deployed_params=[r.summary["deployed_params"] for r in runs[row["variant"]]],
                    dense_params=first.summary["dense_params"])
     return {"chapter": chapter, "mode": mode, "rows": rows, "missing": missing}
+
+
+def accuracy_change(row: dict, reference: dict) -> list[float]:
+    """Per seed, the test-accuracy change of a collected row against a reference row (its dense
+    baseline), in points, over the seeds both hold."""
+    ref = dict(zip(reference["seeds"], reference["test_acc_values"]))
+    return [100 * (a - ref[s]) for s, a in zip(row["seeds"], row["test_acc_values"]) if s in ref]
 
 
 def aggregate(runs: dict[str, list[Run]], keys=("test_acc", "deployed_fraction", "total_rank")) -> list[dict]:

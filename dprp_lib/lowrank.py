@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from .pruning import energy_rank
+
 
 def low_rank(matrix: torch.Tensor, k: int) -> torch.Tensor:
     """The best rank-k approximation of `matrix` (Eckart–Young): its first k SVD directions."""
@@ -26,5 +28,4 @@ def storage(m: int, n: int, k: int) -> dict:
 
 def rank_for_energy(s: torch.Tensor, keep: float) -> int:
     """Smallest k whose k largest singular values hold a fraction `keep` of Σ s²."""
-    e = torch.sort(s.double().abs(), descending=True).values.square().cumsum(0)
-    return int((e < keep * e[-1]).sum()) + 1
+    return energy_rank(torch.sort(s.abs(), descending=True).values, 1.0 - keep)

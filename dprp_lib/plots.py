@@ -252,7 +252,7 @@ def paper_comparison(ours: list[dict], paper: list[dict], published: list[dict],
     paper's own claim). Right: published absolute accuracies (official CIFAR-10) vs parameters.
 
     `ours`/`paper` rows: label, deployed_fraction, delta_acc (points), optional delta_err.
-    `published` rows: label, params (fraction, lo, hi), acc (lo, hi) in %.
+    `published` rows: label, params (lo, hi) as fractions of dense, acc (lo, hi) in %.
     """
     with _style():
         fig, (a, b) = _figure(2, width=11, height=4.2)

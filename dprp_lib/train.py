@@ -110,7 +110,11 @@ def evaluate_sums(model: nn.Module, loader, autocast=None) -> dict[str, torch.Te
 
 def evaluate(model: nn.Module, loader) -> dict:
     """Mean cross-entropy and top-1 accuracy of `model` over `loader`."""
-    s = {k: v.item() for k, v in evaluate_sums(model, loader).items()}
+    return summarise_test(evaluate_sums(model, loader))
+
+
+def summarise_test(sums: dict) -> dict:
+    s = {k: v.item() for k, v in sums.items()}
     return {"test_loss": s["loss"] / max(s["seen"], 1), "test_acc": s["correct"] / max(s["seen"], 1)}
 
 
@@ -417,8 +421,7 @@ def _prune(model, optimizer, energy, min_rank, reorder, ddp: Distributed) -> dic
 def _evaluate(model, loader, ddp: Distributed, autocast) -> dict:
     # Batch-norm statistics drift apart across processes between broadcasts: use rank 0's.
     ddp.broadcast([b for b in model.buffers() if b.is_floating_point()])
-    s = {k: v.item() for k, v in ddp.sum(evaluate_sums(model, loader, autocast)).items()}
-    return {"test_loss": s["loss"] / max(s["seen"], 1), "test_acc": s["correct"] / max(s["seen"], 1)}
+    return summarise_test(ddp.sum(evaluate_sums(model, loader, autocast)))
 
 
 def _sizes(model: nn.Module, input_size) -> dict:

@@ -23,6 +23,13 @@ def test_grids_share_runs_across_chapters():
     assert len(E.grid("08_resnet20_cifar10", "full")) == 33  # ResNet-20: 9 variants, ResNet-32: 2; 3 seeds
 
 
+def test_svd_training_preset_fine_tunes_within_the_same_length():
+    for mode in E.MODES:
+        plain, svd = E.preset(mode), E.preset(mode, method="svd-training")
+        assert svd.epochs >= 1 and svd.finetune_epochs >= 1 and svd.epochs + svd.finetune_epochs == plain.epochs
+    assert E.preset("quick", method="svd-training", epochs=5).finetune_epochs == 0  # explicit epochs are kept as given
+
+
 def test_launch_trains_in_parallel_processes_then_collects(tmp_path, monkeypatch):
     configs = {f"tiny | seed {s}": dataclasses.replace(small(tmp_path), epochs=1, seed=s) for s in (0, 1)}
     lines = []

@@ -196,6 +196,11 @@ def test_bad_config_values_are_rejected_by_name(field, value, error, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+def test_svd_training_needs_a_main_phase_before_its_cut(tmp_path):
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(method="svd-training", epochs=0, finetune_epochs=2)
+
+
 def test_config_files_and_overrides(tmp_path):
     configs = sorted((ROOT / "configs").glob("*.json"))
     assert len(configs) == 10
