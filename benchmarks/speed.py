@@ -5,12 +5,14 @@ Measures in one process, one run (nothing else should run on the machine meanwhi
     its factored form at full rank and after cutting every layer to half rank;
   - the data pipeline's share of an epoch (batch gather + crop/flip + normalise on the device);
   - inference time of the dense model, and of a factored model cut to under half the dense
-    parameters, as trained and compacted.
+    parameters, as trained and compacted;
+  - the fast path: dense and DPRP (full rank, penalties) training steps in float32 eager
+    against bf16 autocast, channels_last, and both (the training default where bf16 is supported).
 Writes JSON and prints a table of ratios. Targets (reported, not asserted): DPRP step ≤ 1.15×
 dense at full rank on CPU; data pipeline ≤ 5% of an epoch; the compacted model at ≤ 50% of
-dense parameters at least as fast as dense at inference.
+dense parameters at least as fast as dense at inference; fast path ≥ 1.6× float32's images/s.
 
-    python benchmarks/speed.py [--device cpu|cuda] [--model resnet20] [--out results/benchmarks/speed-cpu.json]
+    python benchmarks/speed.py [--device cpu|cuda] [--threads 1] [--out results/benchmarks/speed-cpu.json]
 """
 from __future__ import annotations
 
@@ -47,9 +49,10 @@ def timed(fn, device, repeats: int, rounds: int) -> float:
     return statistics.median(results)
 
 
-def train_step(model, opt, reg, x, y):
+def train_step(model, opt, reg, x, y, amp=False):
     def step():
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = F.cross_entropy(model(x), y)
         if reg is not None:
             loss = loss + reg(model)[0]
         opt.zero_grad(set_to_none=True)
@@ -75,8 +78,11 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--repeats", type=int, default=10, help="steps per timing round")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--out", default=None, help="JSON path (default results/benchmarks/speed-<device>.json)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
     torch.manual_seed(0)
@@ -119,6 +125,19 @@ def main(argv=None):
         with torch.no_grad():
             infer[kind] = timed(lambda: model(x), **timing)
 
+    # 4. the fast path: bf16 autocast and channels_last, each alone and together
+    fast = {}
+    for kind in ("dense", "full"):
+        for amp, nhwc in ((False, False), (True, False), (False, True), (True, True)):
+            model = build(kind)
+            xx = x.contiguous(memory_format=torch.channels_last) if nhwc else x
+            if nhwc:
+                model.to(memory_format=torch.channels_last)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            reg = None if kind == "dense" else dprp.Regularizer(orth=1.0, sort=1.0, sparse=1e-4)
+            name = f"{kind}{' bf16' if amp else ''}{' channels_last' if nhwc else ''}"
+            fast[name] = b / timed(train_step(model, opt, reg, xx, y, amp), **timing)
+
     dense = params["dense"]
     result = {
         "model": args.model, "batch_size": b, "device": str(device),
@@ -132,7 +151,10 @@ def main(argv=None):
             "compact_params_vs_dense": params["compact_small"] / dense,
             "compact_inference_time_vs_dense": infer["compact_small"] / infer["dense"],
             "factored_inference_time_vs_dense": infer["factored_small"] / infer["dense"],
+            **{f"{kind}_{variant.replace(' ', '_')}_vs_float32": fast[f"{kind} {variant}"] / fast[kind]
+               for kind in ("dense", "full") for variant in ("bf16", "channels_last", "bf16 channels_last")},
         },
+        "fast_path_images_per_s": fast,
         "epoch_steps": epoch_steps,
         "dense_images_per_s": b / steps["dense"],
     }
@@ -144,12 +166,14 @@ def main(argv=None):
         ("compacted params / dense params", r["compact_params_vs_dense"], "<= 0.50"),
         ("compacted inference time / dense", r["compact_inference_time_vs_dense"], "<= 1.00"),
         ("factored (same ranks) inference time / dense", r["factored_inference_time_vs_dense"], ""),
-    ]
+    ] + [(f"{'DPRP' if kind == 'full' else 'dense'} step images/s, {variant} / float32",
+          r[f"{kind}_{variant.replace(' ', '_')}_vs_float32"], ">= 1.6" if variant == "bf16 channels_last" else "")
+         for kind in ("dense", "full") for variant in ("bf16", "channels_last", "bf16 channels_last")]
     print(f"{args.model}, batch {b}, {result['device']} ({result['device_name']}), "
           f"{result['threads']} threads, float32; dense training {result['dense_images_per_s']:.0f} images/s")
-    print(f"{'measure':<46}{'ratio':>8}  target")
+    print(f"{'measure':<52}{'ratio':>8}  target")
     for name, value, target in rows:
-        print(f"{name:<46}{value:>8.3f}  {target}")
+        print(f"{name:<52}{value:>8.3f}  {target}")
     out = Path(args.out or f"results/benchmarks/speed-{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -16,6 +16,13 @@ from .models import MODELS
 from .regularizers import SPARSE_KINDS
 
 METHODS = ("dense", "dprp", "svd-training", "posthoc")
+# Fields that say where or how a run is executed, not what it computes: they stay out of a
+# run's key, and may change when an interrupted run resumes.
+HOW_TO_RUN = frozenset({"out_dir", "resume", "progress", "device", "data_dir", "data_source", "compile",
+                        "channels_last"})
+# Fields added after runs were committed: they enter a run's key only when they differ from
+# these values, so every earlier run keeps its key.
+ADDED_LATER = {"holdout": 0, "width": 1.0, "label_smoothing": 0.0, "cut_to": None}
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 WD_TARGETS = ("all", "except_uv", "except_factors")
@@ -27,10 +34,12 @@ class TrainConfig:
     # what to train, on what
     method: str = "dprp"              # dense | dprp | svd-training | posthoc
     model: str = "resnet20"
+    width: float = 1.0                # channels per stage × width (a thin network below 1)
     dataset: str = "cifar10"          # cifar10 | cifar100 | cifar10-mirror | fashion-mnist
     data_dir: str = "data"
     data_source: str | None = None    # the mirror's .tar.xz or folder (else DPRP_CIFAR10_MIRROR)
     train_per_class: int | None = None  # first N images a class (quick runs); None = all
+    holdout: int = 0                  # training images held out as the validation split (class-balanced)
     test_per_class: int | None = None
     skip: list = field(default_factory=list)  # layers left dense, by module name
     # the recipe (He et al. 2016 for CIFAR ResNets)
@@ -49,6 +58,7 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_epochs: int = 0            # linear lr warm-up
     augment: bool = True              # random crop (pad 4) + horizontal flip
+    label_smoothing: float = 0.0      # of the training loss (evaluation losses are plain)
     # the penalties (our reading of the paper; its λ values are not public)
     orth: float = 1.0
     sort: float = 1.0
@@ -61,11 +71,14 @@ class TrainConfig:
     prune_every: int = 5
     prune_stop: int | None = None     # no pruning after this epoch (None: until the end)
     reorder: bool = False             # sort directions by |s| before cutting (not the paper's)
-    finetune_epochs: int = 0          # svd-training: epochs after its single cut
+    finetune_epochs: int = 0          # svd-training, posthoc: epochs after their single cut
+    cut_to: float | None = None       # svd-training, posthoc: choose their cut's energy so the
+                                      # deployed model holds this fraction of dense parameters
     # how to run it
     seed: int = 0
     device: str = "auto"              # auto | cpu | cuda
-    amp: bool = False                 # bf16 autocast (CUDA)
+    amp: bool = False                 # bf16 autocast (CPU with avx512_bf16/AMX, or CUDA)
+    channels_last: bool = True        # NHWC model and batches (faster on both; same result)
     compile: bool = False             # torch.compile the model
     out_dir: str = "runs/run"
     resume: bool = False
@@ -86,7 +99,7 @@ class TrainConfig:
         _choice("weight_decay_on", self.weight_decay_on, WD_TARGETS)
         _choice("sparse_kind", self.sparse_kind, SPARSE_KINDS)
         _choice("device", self.device, DEVICES)
-        for name in ("epochs", "warmup_epochs", "prune_warmup", "finetune_epochs", "seed"):
+        for name in ("epochs", "warmup_epochs", "prune_warmup", "finetune_epochs", "seed", "holdout"):
             _at_least(name, getattr(self, name), 0)
         for name in ("batch_size", "prune_every", "min_rank"):
             _at_least(name, getattr(self, name), 1)
@@ -99,6 +112,16 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         if self.lr == 0:
             raise ValueError("lr must be > 0")
+        if not (math.isfinite(self.width) and self.width > 0):
+            raise ValueError(f"width must be a number > 0, got {self.width}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.cut_to is not None:
+            if not 0 < self.cut_to <= 1:
+                raise ValueError(f"cut_to must be a fraction of the dense parameters in (0, 1], got {self.cut_to}")
+            if self.method not in ("svd-training", "posthoc"):
+                raise ValueError(f"cut_to sets the single cut of svd-training or posthoc; method is {self.method!r} "
+                                 "(DPRP's size follows from energy, sparse and the schedule)")
         if not 0 <= self.energy < 1:
             raise ValueError(f"energy must be in [0, 1), got {self.energy}")
         if self.epochs == 0:
@@ -110,6 +133,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def result_fields(self) -> dict:
+        """The fields that change what the run computes (its identity: see HOW_TO_RUN, ADDED_LATER)."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in HOW_TO_RUN and not (k in ADDED_LATER and v == ADDED_LATER[k])}
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

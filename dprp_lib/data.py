@@ -48,6 +48,8 @@ class ImageData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     classes: tuple
+    val_x: torch.Tensor | None = None  # the validation split held out of the training images
+    val_y: torch.Tensor | None = None
 
     @property
     def label(self) -> str:
@@ -71,7 +73,29 @@ class ImageData:
         """The first N images of each class (deterministic), for quick runs."""
         tx, ty = _first_per_class(self.train_x, self.train_y, train_per_class)
         vx, vy = _first_per_class(self.test_x, self.test_y, test_per_class)
-        return ImageData(self.name, tx, ty, vx, vy, self.classes)
+        return ImageData(self.name, tx, ty, vx, vy, self.classes, self.val_x, self.val_y)
+
+    def holdout(self, n: int) -> "ImageData":
+        """Hold `n` training images out as the validation split: n / classes of each class, drawn
+        by a fixed generator, so the split is the same for every seed and every run."""
+        if n == 0:
+            return self
+        per_class, rest = divmod(n, self.num_classes)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0 or rest:
+            raise ValueError(f"holdout must be a multiple of the {self.num_classes} classes "
+                             f"(class-balanced), got {n!r}")
+        if self.val_x is not None:
+            raise ValueError("this data set already has a validation split")
+        generator = torch.Generator().manual_seed(HOLDOUT_SEED)
+        val = torch.zeros_like(self.train_y, dtype=torch.bool)
+        for c in range(self.num_classes):
+            members = (self.train_y == c).nonzero().flatten()
+            if len(members) <= per_class:
+                raise ValueError(f"holdout={n} takes {per_class} images of class {c}, "
+                                 f"which has only {len(members)} training images")
+            val[members[torch.randperm(len(members), generator=generator)[:per_class]]] = True
+        return ImageData(self.name, self.train_x[~val], self.train_y[~val], self.test_x, self.test_y,
+                         self.classes, self.train_x[val], self.train_y[val])
 
 
 def _first_per_class(x, y, n):
@@ -83,6 +107,10 @@ def _first_per_class(x, y, n):
     for c in y.unique():
         keep[(y == c).nonzero().flatten()[:n]] = True
     return x[keep], y[keep]
+
+
+# The validation split does not depend on a run's seed: every run holds out the same images.
+HOLDOUT_SEED = 2024
 
 
 class DataUnavailable(FileNotFoundError):
@@ -268,7 +296,7 @@ class BatchLoader:
 
     def __init__(self, x, y, batch_size: int, mean, std, *, train: bool, device="cpu",
                  augment: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 dtype=torch.float32):
+                 dtype=torch.float32, channels_last: bool = False):
         if x.dtype != torch.uint8:
             raise TypeError(f"x must be a uint8 image tensor, got {x.dtype}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -277,6 +305,7 @@ class BatchLoader:
         self.x, self.y = x.to(self.device), y.to(self.device)
         self.batch_size, self.train, self.augment = batch_size, train, augment and train
         self.seed, self.rank, self.world_size, self.dtype = seed, rank, world_size, dtype
+        self.channels_last = channels_last
         shape = (1, -1, 1, 1)
         self.mean = torch.as_tensor(mean, dtype=dtype, device=self.device).view(shape) * 255
         self.std = torch.as_tensor(std, dtype=dtype, device=self.device).view(shape) * 255
@@ -311,4 +340,7 @@ class BatchLoader:
             x = self.x[j]
             if self.augment:
                 x = augment(x, self.generator)
-            yield (x.to(self.dtype) - self.mean) / self.std, self.y[j]
+            x = (x.to(self.dtype) - self.mean) / self.std
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.y[j]

@@ -29,20 +29,17 @@ from .config import TrainConfig
 from .data import default_dataset
 from .train import fit
 
-# Fields that do not change what a run computes.
-NOT_IN_KEY = {"out_dir", "resume", "progress", "device", "data_dir", "data_source", "compile"}
 MODES = ("smoke", "quick", "full")
 RESULTS = Path("results/runs")
 SCRATCH = Path("build/runs")
 # Committed results keep checkpoints only where a chapter loads the trained weights.
 KEEP_CHECKPOINTS = {"06_dynamic_rank_pruning": {"dense", "dprp"}, "04_sorting": {"sort=0"}}
 CHAPTER_GRIDS = ("03_orthogonality", "04_sorting", "05_sparsity", "06_dynamic_rank_pruning", "07_ablations",
-                 "08_resnet20_cifar10")
+                 "08_resnet20_cifar10", "full-recipe", "full-calibration")
 
 
 def config_key(config: TrainConfig) -> str:
-    values = {k: v for k, v in config.to_dict().items() if k not in NOT_IN_KEY}
-    return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha1(json.dumps(config.result_fields(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -108,6 +105,11 @@ def describe(config: TrainConfig) -> str:
 
 # --- presets ---------------------------------------------------------------------------------
 
+# The full-data recipe, chosen by validation accuracy among the `full-recipe` grid's runs
+# (dense ResNet-20, seed 0; see results/full-data.md).
+FULL_RECIPE = dict(label_smoothing=0.0)
+
+
 def preset(mode: str, **overrides) -> TrainConfig:
     """The base DPRP run of the chapters 03–07 for `mode`.
 
@@ -125,10 +127,11 @@ def preset(mode: str, **overrides) -> TrainConfig:
                       sparse=0.02, energy=0.02, prune_warmup=1, prune_every=1),
         "quick": dict(train_per_class=300, test_per_class=100, epochs=12, sparse=0.01, energy=0.01,
                       prune_warmup=3, prune_every=1, prune_stop=10),
-        # GPU-sized: the whole training set, 30 epochs (the run set must fit about 10 minutes on
-        # one H100). The sparsity weight and ε are scaled from quick mode for 17× more steps per
-        # run: a first guess, to be tuned on a GPU.
-        "full": dict(epochs=30, sparse=5e-4, energy=5e-3, prune_warmup=3, prune_every=2, prune_stop=25),
+        # The whole training set less the 5,000-image validation split, 30 epochs: about 20-40
+        # minutes a run on one CPU thread with the fast path (bf16 + channels_last). The recipe
+        # and DPRP's operating points are chosen on the validation split (FULL_RECIPE, DPRP_POINTS).
+        "full": dict(epochs=30, holdout=5000, amp=True, sparse=5e-4, energy=5e-3, prune_warmup=3,
+                     prune_every=2, prune_stop=25, **FULL_RECIPE),
     }[mode]
     if overrides.get("method") == "svd-training" and "epochs" not in overrides:
         # The 2020 recipe spends the run's last epochs (2, fewer in smoke) fine-tuning after its
@@ -170,6 +173,15 @@ def grid(chapter: str, mode: str, seeds=None, dataset: str | None = None) -> dic
         seeds = seeds if seeds is not None else ([0] if mode == "smoke" else [0, 1, 2])
         return {f"{name} | seed {s}": dataclasses.replace(base, seed=s, **v)
                 for name, v in variants.items() for s in seeds}
+    if chapter == "full-recipe":
+        # Candidates for the full-data recipe, dense, seed 0, compared on the validation split.
+        dense = dataclasses.replace(base, method="dense")
+        return {"recipe: preset": dataclasses.replace(dense, label_smoothing=0.0),
+                "recipe: label smoothing 0.1": dataclasses.replace(dense, label_smoothing=0.1)}
+    if chapter == "full-calibration":
+        return {f"dprp energy={e:g}": dataclasses.replace(base, energy=e) for e in CALIBRATION_ENERGIES}
+    if chapter == "08_resnet20_cifar10" and mode == "full":
+        return full_set(base, seeds)
     if chapter == "08_resnet20_cifar10":
         # The reproduction set: methods and ablations of ResNet-20 (plus ResNet-32 at full scale).
         seeds = seeds if seeds is not None else ([0] if mode == "smoke" else [0, 1, 2])
@@ -191,16 +203,55 @@ def grid(chapter: str, mode: str, seeds=None, dataset: str | None = None) -> dic
     raise ValueError(f"no grid for chapter {chapter!r}")
 
 
+# DPRP's operating points on the full data: the energy ε that brings the deployed model to about
+# each fraction of dense parameters, with λ_sparse and the cut schedule of the full preset.
+# Chosen from the `full-calibration` runs (validation split, seed 0; see results/full-data.md).
+DPRP_POINTS = {"94%": 5e-4, "75%": 2e-3, "50%": 5e-3, "30%": 2e-2}
+# ε values tried for the calibration (DPRP, seed 0); the operating points are read off them.
+CALIBRATION_ENERGIES = (5e-4, 5e-3, 2e-3, 2e-2)
+# The thin dense control: ResNet-20 with every stage's channels × THIN_WIDTH, about the deployed
+# size of DPRP's 50% point.
+THIN_WIDTH = 0.71
+
+
+def full_set(base: TrainConfig, seeds=None) -> dict[str, TrainConfig]:
+    """The full-data run set (issue: full-data evidence), all with the full preset's recipe and data order."""
+    def pick(wanted):
+        return [s for s in wanted if seeds is None or s in seeds]
+    three, two = pick([0, 1, 2]), pick([0, 1])
+    half = dataclasses.replace(base, energy=DPRP_POINTS["50%"])
+    one_shot = dict(epochs=base.epochs - 2, finetune_epochs=2, cut_to=None)  # same total length
+    variants = {"dense": (dict(method="dense"), three)}
+    variants.update({f"dprp {p}": (dict(energy=e), three) for p, e in DPRP_POINTS.items()})
+    variants.update({
+        "svd-training at dprp 50%": (dict(method="svd-training", **one_shot), two),
+        "posthoc + fine-tune at dprp 50%": (dict(method="posthoc", **one_shot), two),
+        "dprp 50% no orth": (dict(energy=half.energy, orth=0.0), two),
+        "dprp 50% no sort": (dict(energy=half.energy, sort=0.0), two),
+        "dprp 50% no sparse": (dict(energy=half.energy, sparse=0.0), two),
+        "thin dense (same size as dprp 50%)": (dict(method="dense", width=THIN_WIDTH), two),
+    })
+    runs = {}
+    for name, (change, names_seeds) in variants.items():
+        for s in names_seeds:
+            config = dataclasses.replace(base, seed=s, **change)
+            if config.method in ("svd-training", "posthoc"):
+                config = dataclasses.replace(config, cut_to=0.5)
+            runs[f"resnet20 {name} | seed {s}"] = config
+    return runs
+
+
 def variant_of(name: str) -> str:
     """"resnet20 dprp | seed 1" -> "resnet20 dprp"."""
     return name.split(" | ")[0]
 
 
-def launch(configs: dict[str, TrainConfig], results, parallel: int, log=print) -> dict[str, int]:
-    """Train every config not yet in `results`, `parallel` processes at a time; {name: exit code}."""
+def launch(configs: dict[str, TrainConfig], results, parallel: int, log=print, threads=None) -> dict[str, int]:
+    """Train every config not yet in `results`, `parallel` processes at a time, each with
+    `threads` torch threads (default: the cores shared out); {name: exit code}."""
     results = Path(results)
     pending = [(n, c) for n, c in configs.items() if find_run(c, results, results) is None]
-    threads = max(1, (os.cpu_count() or 1) // max(parallel, 1))
+    threads = threads or max(1, (os.cpu_count() or 1) // max(parallel, 1))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     running, codes = [], {}
     log(f"{len(configs) - len(pending)} of {len(configs)} runs already in {results}; "
@@ -280,6 +331,9 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=str(RESULTS), help="where the runs are written and committed")
     p.add_argument("--device", default="auto")
     p.add_argument("--parallel", type=int, default=1, help="trainings at once, as separate processes")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per training process (default: the cores shared among --parallel); "
+                        "on CPU, 1 thread a process gives the most images/s")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (recorded in each run)")
     p.add_argument("--compile", action="store_true", help="torch.compile (recorded in each run)")
     p.add_argument("--dataset", default=None, help="cifar10 (official, downloaded) or cifar10-mirror; "
@@ -294,8 +348,8 @@ def main(argv=None) -> int:
     # One run can appear in several chapters' grids: keep checkpoints by key, not by name.
     keep = {config_key(grid(ch, args.mode)[name]) for ch, names in KEEP_CHECKPOINTS.items() for name in names}
     t0 = time.perf_counter()
-    if args.parallel > 1:
-        codes = launch(runs, args.results, args.parallel)
+    if args.parallel > 1 or args.threads:
+        codes = launch(runs, args.results, args.parallel, threads=args.threads)
         failed = [n for n, c in codes.items() if c != 0]
     else:
         failed = []
@@ -306,8 +360,11 @@ def main(argv=None) -> int:
             print(f"    test acc {s['test_acc']:.2%}, deployed {s['deployed_fraction']:.1%} of dense, "
                   f"rank {s['total_rank']}/{s['full_rank']}, {s['time']:.0f} s")
     for config in runs.values():
-        if config_key(config) not in keep:
-            (Path(args.results) / config_key(config) / "checkpoint.pt").unlink(missing_ok=True)
+        folder = Path(args.results) / config_key(config)
+        # Unfinished runs keep theirs (they resume from it); full-data runs keep theirs for
+        # the deployment chapters (they are not committed, see .gitignore).
+        if args.mode != "full" and config_key(config) not in keep and (folder / "summary.json").is_file():
+            (folder / "checkpoint.pt").unlink(missing_ok=True)
     print(f"{args.chapter}: {len(runs)} runs in {time.perf_counter() - t0:.0f} s"
           + (f"; FAILED: {failed}" if failed else ""))
     if args.collect:

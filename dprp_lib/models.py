@@ -84,40 +84,47 @@ class CifarResNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
-def _cifar_resnet(depth: int, num_classes: int) -> CifarResNet:
+def _widths(base, width: float) -> list[int]:
+    """Channels per stage scaled by `width` (a thin network below 1; parameters scale about as width²)."""
+    if not width > 0:
+        raise ValueError(f"width must be > 0, got {width}")
+    return [max(1, round(c * width)) for c in base]
+
+
+def _cifar_resnet(depth: int, num_classes: int, width: float = 1.0) -> CifarResNet:
     if (depth - 2) % 6:
         raise ValueError(f"depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}")
     n = (depth - 2) // 6
-    return CifarResNet([n] * 3, [16, 32, 64], num_classes)
+    return CifarResNet([n] * 3, _widths([16, 32, 64], width), num_classes)
 
 
-def resnet20(num_classes: int = 10) -> CifarResNet:
-    return _cifar_resnet(20, num_classes)
+def resnet20(num_classes: int = 10, width: float = 1.0) -> CifarResNet:
+    return _cifar_resnet(20, num_classes, width)
 
 
-def resnet32(num_classes: int = 10) -> CifarResNet:
-    return _cifar_resnet(32, num_classes)
+def resnet32(num_classes: int = 10, width: float = 1.0) -> CifarResNet:
+    return _cifar_resnet(32, num_classes, width)
 
 
-def resnet56(num_classes: int = 10) -> CifarResNet:
-    return _cifar_resnet(56, num_classes)
+def resnet56(num_classes: int = 10, width: float = 1.0) -> CifarResNet:
+    return _cifar_resnet(56, num_classes, width)
 
 
-def resnet110(num_classes: int = 10) -> CifarResNet:
-    return _cifar_resnet(110, num_classes)
+def resnet110(num_classes: int = 10, width: float = 1.0) -> CifarResNet:
+    return _cifar_resnet(110, num_classes, width)
 
 
-def resnet18(num_classes: int = 10) -> CifarResNet:
+def resnet18(num_classes: int = 10, width: float = 1.0) -> CifarResNet:
     """ResNet-18 for CIFAR: 64/128/256/512 channels, two blocks a stage, projection shortcuts."""
-    return CifarResNet([2, 2, 2, 2], [64, 128, 256, 512], num_classes, shortcut="B")
+    return CifarResNet([2, 2, 2, 2], _widths([64, 128, 256, 512], width), num_classes, shortcut="B")
 
 
 class SmallCNN(nn.Module):
     """A four-layer CNN for 28×28 single-channel images (Fashion-MNIST): quick CPU experiments."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32):
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: float = 1.0):
         super().__init__()
-        w = width
+        w = _widths([32], width)[0]
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
             nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
@@ -132,16 +139,16 @@ class SmallCNN(nn.Module):
         return self.fc2(F.relu(self.fc1(x)))
 
 
-def small_cnn(num_classes: int = 10, in_channels: int = 1) -> SmallCNN:
-    return SmallCNN(num_classes, in_channels)
+def small_cnn(num_classes: int = 10, in_channels: int = 1, width: float = 1.0) -> SmallCNN:
+    return SmallCNN(num_classes, in_channels, width)
 
 
 MODELS = {"resnet20": resnet20, "resnet32": resnet32, "resnet56": resnet56,
           "resnet110": resnet110, "resnet18": resnet18, "small_cnn": small_cnn}
 
 
-def build_model(name: str, num_classes: int = 10) -> nn.Module:
-    """A model by name (one of MODELS)."""
+def build_model(name: str, num_classes: int = 10, width: float = 1.0) -> nn.Module:
+    """A model by name (one of MODELS), its channels scaled by `width`."""
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
-    return MODELS[name](num_classes=num_classes)
+    return MODELS[name](num_classes=num_classes, width=width)

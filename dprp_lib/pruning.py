@@ -11,12 +11,14 @@ project's addition, not the paper's, and is off by default.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .layers import SVDLayer, svd_layers
+from .metrics import deployed_params
 
 
 def check_energy(energy) -> float:
@@ -126,3 +128,30 @@ class PruneSchedule:
         if epoch < max(self.warmup, 1) or (self.stop is not None and epoch > self.stop):
             return False
         return (epoch - self.warmup) % self.every == 0
+
+
+@torch.no_grad()
+def energy_for_size(model: nn.Module, fraction: float, dense_params: int, min_rank: int = 1,
+                    reorder: bool = True, steps: int = 40) -> float:
+    """The smallest energy whose cut leaves at most `fraction` × `dense_params` deployed parameters.
+
+    For the one-shot methods (svd-training, post-hoc), so they can be compared with DPRP at
+    the same deployed size. Bisection on copies of `model`; the model itself is not changed.
+    """
+    target = fraction * dense_params
+
+    def size(energy):
+        trial = copy.deepcopy(model)
+        prune_ranks(trial, energy=energy, min_rank=min_rank, reorder=reorder)
+        return deployed_params(trial)
+
+    lo, hi = 0.0, 1.0 - 1e-9
+    if size(lo) <= target:
+        return lo
+    if size(hi) > target:
+        raise ValueError(f"no energy cuts the model to {fraction:.1%} of the dense parameters "
+                         f"(min_rank={min_rank} keeps more)")
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if size(mid) <= target else (mid, hi)
+    return hi

@@ -9,7 +9,9 @@ Methods (same recipe, same data order, same initial function for all):
 - svd-training (Yang et al. 2020): factored; penalties; one energy cut after `epochs`
   (largest values kept), then `finetune_epochs` without the sparsity penalty.
 - posthoc: the dense network trained as usual, then factored by SVD and cut by the same
-  energy rule, with no retraining.
+  energy rule, then `finetune_epochs` of plain fine-tuning (0: none).
+svd-training and posthoc can choose their one cut's energy to reach a deployed size
+(`cut_to`), so they can be compared with DPRP at equal size.
 
 A run writes to `out_dir`: config.json, metrics.jsonl (one line an epoch), checkpoint.pt
 (after every epoch, atomically) and summary.json. `resume=True` continues from the
@@ -25,6 +27,7 @@ import gc
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,7 +44,7 @@ from .data import BatchLoader, load_dataset
 from .layers import svd_layers
 from .metrics import count_macs, count_params, deployed_params, order_violations, spectrum_gap
 from .models import build_model
-from .pruning import PruneSchedule, prune_ranks
+from .pruning import PruneSchedule, energy_for_size, prune_ranks
 from .regularizers import Regularizer
 
 
@@ -56,7 +59,8 @@ class RunExists(FileExistsError):
 # --- the two loops ---------------------------------------------------------------------------
 def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
                 regularizer: Regularizer | None = None, set_lr=None, autocast=None,
-                progress=None, reg_model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+                progress=None, reg_model: nn.Module | None = None,
+                label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:
     """One pass over `loader`. Returns device-side sums (read them once, after the epoch).
 
     `set_lr(i)` sets the learning rate before step i of the epoch; `autocast` is a context
@@ -73,7 +77,7 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
             set_lr(i)
         with autocast():
             out = model(x)
-            loss = F.cross_entropy(out, y)
+            loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
         total = loss.float()
         if regularizer is not None:
             penalty, parts = regularizer(reg_model or model)
@@ -108,14 +112,14 @@ def evaluate_sums(model: nn.Module, loader, autocast=None) -> dict[str, torch.Te
     return sums
 
 
-def evaluate(model: nn.Module, loader) -> dict:
-    """Mean cross-entropy and top-1 accuracy of `model` over `loader`."""
-    return summarise_test(evaluate_sums(model, loader))
+def evaluate(model: nn.Module, loader, split: str = "test") -> dict:
+    """Mean cross-entropy and top-1 accuracy of `model` over `loader`, as {split}_loss, {split}_acc."""
+    return summarise_test(evaluate_sums(model, loader), split)
 
 
-def summarise_test(sums: dict) -> dict:
+def summarise_test(sums: dict, split: str = "test") -> dict:
     s = {k: v.item() for k, v in sums.items()}
-    return {"test_loss": s["loss"] / max(s["seen"], 1), "test_acc": s["correct"] / max(s["seen"], 1)}
+    return {f"{split}_loss": s["loss"] / max(s["seen"], 1), f"{split}_acc": s["correct"] / max(s["seen"], 1)}
 
 
 def summarise_epoch(sums: dict) -> dict:
@@ -130,7 +134,7 @@ def summarise_epoch(sums: dict) -> dict:
 # --- learning rate -------------------------------------------------------------------------
 def lr_at(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
     """The learning rate at `step` of 1-based `epoch`, for the main phase or fine-tuning."""
-    if epoch > config.epochs:  # svd-training's fine-tuning: cosine from lr·gamma to 0
+    if epoch > config.epochs:  # fine-tuning after a one-shot cut: cosine from lr·gamma to 0
         done = (epoch - config.epochs - 1 + step / steps_per_epoch) / max(config.finetune_epochs, 1)
         return config.lr * config.gamma * 0.5 * (1 + math.cos(math.pi * done))
     progress = (epoch - 1 + step / steps_per_epoch) / config.epochs
@@ -229,7 +233,7 @@ def resolve_device(name: str, ddp: Distributed) -> torch.device:
 def model_from_checkpoint(ckpt: dict) -> nn.Module:
     """Rebuild the model a checkpoint of `fit` holds (architecture, factoring, ranks, weights)."""
     config = TrainConfig.from_dict({**ckpt["config"], "resume": False})
-    model = build_model(config.model, ckpt["num_classes"])
+    model = build_model(config.model, ckpt["num_classes"], config.width)
     if ckpt["factored"]:
         svdify(model, skip=config.skip)
     return load_model_state(model, ckpt["model"])
@@ -265,6 +269,7 @@ def fit(config: TrainConfig, on_epoch_end=None) -> dict:
 def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_end) -> dict:
     out = Path(config.out_dir)
     ckpt_path = out / "checkpoint.pt"
+    code = code_version()  # the code this process trains with, recorded in the summary
     if ddp.main:
         if ckpt_path.exists() and not config.resume:
             raise RunExists(f"{out} already holds a run (checkpoint.pt): pass resume=True to continue "
@@ -278,28 +283,37 @@ def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_e
     ddp.barrier()
     if not ddp.main:
         data = load_dataset(config.dataset, config.data_dir, config.data_source)
-    data = data.subset(config.train_per_class, config.test_per_class)
+    data = data.holdout(config.holdout).subset(config.train_per_class, config.test_per_class)
     mean, std = data.channel_stats()
     train = BatchLoader(data.train_x, data.train_y, config.batch_size, mean, std, train=True,
                         device=device, augment=config.augment, seed=config.seed,
-                        rank=ddp.rank, world_size=ddp.world_size)
-    test = BatchLoader(data.test_x, data.test_y, 500, mean, std, train=False, device=device,
-                       rank=ddp.rank, world_size=ddp.world_size)
+                        rank=ddp.rank, world_size=ddp.world_size, channels_last=config.channels_last)
+
+    def eval_loader(x, y):
+        return BatchLoader(x, y, 500, mean, std, train=False, device=device, rank=ddp.rank,
+                           world_size=ddp.world_size, channels_last=config.channels_last)
+    test = eval_loader(data.test_x, data.test_y)
+    # With a validation split, each epoch (and every choice) reads it; the test set is read
+    # once, after the last epoch. Without one (quick course runs), each epoch reads the test set.
+    watch, watched = (eval_loader(data.val_x, data.val_y), "val") if config.holdout else (test, "test")
     if len(train) == 0:
         raise ValueError(f"batch_size={config.batch_size} is larger than the training set "
                          f"({len(data.train_y)} images over {ddp.world_size} process(es))")
 
     # Model: the same initial function for every method.
     torch.manual_seed(config.seed)
-    model = build_model(config.model, data.num_classes).to(device)
+    model = build_model(config.model, data.num_classes, config.width).to(device)
     input_size = (1,) + data.image_shape
-    dense_params, dense_macs = count_params(model), count_macs(model, input_size)
+    # Every fraction is of the full-width dense network (a thin control is measured against it too).
+    reference = model if config.width == 1 else build_model(config.model, data.num_classes).to(device)
+    dense_params, dense_macs = count_params(reference), count_macs(reference, input_size)
     factored = config.method in ("dprp", "svd-training")
     if factored:
         svdify(model, skip=config.skip)
     regularizer = Regularizer(config.orth, config.sort, config.sparse, config.sparse_kind) if factored else None
     schedule = PruneSchedule(config.prune_warmup, config.prune_every, config.prune_stop)
-    total_epochs = config.epochs + (config.finetune_epochs if config.method == "svd-training" else 0)
+    one_shot = config.method in ("svd-training", "posthoc")  # a single cut, then fine-tuning
+    total_epochs = config.epochs + (config.finetune_epochs if one_shot else 0)
 
     start_epoch, history, finished_posthoc = 0, [], False
     if config.resume and ckpt_path.exists():
@@ -315,6 +329,8 @@ def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_e
         optimizer.load_state_dict(ckpt["optimizer"])
         if config.method == "svd-training" and start_epoch >= config.epochs:
             regularizer.sparse = 0.0
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
     if ddp.main:
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         _write_jsonl(out / "metrics.jsonl", history)
@@ -335,7 +351,8 @@ def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_e
             lr = lr_at(config, epoch, i, steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-        sums = train_epoch(wrapped, train, optimizer, regularizer, set_lr, autocast, bar, reg_model=model)
+        sums = train_epoch(wrapped, train, optimizer, regularizer, set_lr, autocast, bar, reg_model=model,
+                           label_smoothing=config.label_smoothing)
         row = {"epoch": epoch, "phase": "finetune" if epoch > config.epochs else "train",
                "lr": optimizer.param_groups[0]["lr"]}
         row.update(summarise_epoch(ddp.sum(sums)))
@@ -353,23 +370,32 @@ def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_e
             # parameter's shape: drop it before shapes change, and wrap the model anew after.
             wrapped = None
             gc.collect()
-            row["test_acc_before_cut"] = _evaluate(model, test, ddp, autocast)["test_acc"]
+            row[f"{watched}_acc_before_cut"] = _evaluate(model, watch, ddp, autocast, watched)[f"{watched}_acc"]
             # svd-training (Yang et al.): one cut keeping the largest values, then fine-tuning
             # without the sparsity penalty.
             reorder = config.reorder if config.method == "dprp" else True
-            pruned = _prune(model, optimizer, config.energy, config.min_rank, reorder, ddp)
+            energy = _cut_energy(config, model, dense_params, reorder)
+            pruned = _prune(model, optimizer, energy, config.min_rank, reorder, ddp)
+            if config.method == "svd-training":
+                row["cut_energy"] = energy
             if config.method == "svd-training":
                 regularizer.sparse = 0.0
             wrapped = _wrap(model, config, ddp, device)
 
-        row.update(_evaluate(model, test, ddp, autocast))
+        row.update(_evaluate(model, watch, ddp, autocast, watched))
         if config.method == "posthoc" and epoch == config.epochs:
-            row["test_acc_before_cut"] = row["test_acc"]
+            row[f"{watched}_acc_before_cut"] = row[f"{watched}_acc"]
             svdify(model, skip=config.skip)
-            pruned = _prune(model, None, config.energy, config.min_rank, True, ddp)
+            if config.channels_last:
+                model.to(memory_format=torch.channels_last)
+            row["cut_energy"] = _cut_energy(config, model, dense_params, True)
+            pruned = _prune(model, None, row["cut_energy"], config.min_rank, True, ddp)
             optimizer = make_optimizer(config, model)  # the checkpoint holds the factored model
             finished_posthoc = True
-            row.update(_evaluate(model, test, ddp, autocast))
+            wrapped = _wrap(model, config, ddp, device)
+            row.update(_evaluate(model, watch, ddp, autocast, watched))
+        if watch is not test and epoch == total_epochs:
+            row.update(_evaluate(model, test, ddp, autocast, "test"))
         elapsed += time.perf_counter() - t0
         row.update(_sizes(model, input_size), pruned={k: v for k, v in pruned.items() if v[0] != v[1]},
                    time=round(elapsed, 3), epoch_time=round(time.perf_counter() - t0, 3))
@@ -388,7 +414,7 @@ def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_e
     if bar is not None:
         bar.close()
 
-    summary = _summary(config, data, history, dense_params, dense_macs, device, ddp, model)
+    summary = _summary(config, data, history, dense_params, dense_macs, device, ddp, model, code)
     if ddp.main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -396,8 +422,9 @@ def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_e
 
 def _check_same_run(config: TrainConfig, saved: dict) -> None:
     # What may differ on resume: where the run lives and how it is shown or run.
-    free = {"resume", "progress", "out_dir", "device", "data_dir", "data_source"}
-    changed = sorted(k for k, v in config.to_dict().items() if k not in free and saved.get(k) != v)
+    saved = TrainConfig.from_dict(saved).result_fields()
+    mine = config.result_fields()
+    changed = sorted(k for k in set(mine) | set(saved) if mine.get(k) != saved.get(k))
     if changed:
         raise ValueError(f"cannot resume: the config differs from the checkpoint's in {changed}")
 
@@ -412,16 +439,24 @@ def _wrap(model: nn.Module, config: TrainConfig, ddp: Distributed, device: torch
     return wrapped
 
 
+def _cut_energy(config: TrainConfig, model: nn.Module, dense_params: int, reorder: bool) -> float:
+    """The energy of this cut: the config's, or for one-shot methods with `cut_to`, the one
+    that reaches that deployed size."""
+    if config.cut_to is None:
+        return config.energy
+    return energy_for_size(model, config.cut_to, dense_params, config.min_rank, reorder)
+
+
 def _prune(model, optimizer, energy, min_rank, reorder, ddp: Distributed) -> dict:
     # Every process cuts by rank 0's singular values, so shapes stay identical everywhere.
     ddp.broadcast([layer.s.data for _, layer in svd_layers(model)])
     return prune_ranks(model, energy=energy, min_rank=min_rank, optimizer=optimizer, reorder=reorder)
 
 
-def _evaluate(model, loader, ddp: Distributed, autocast) -> dict:
+def _evaluate(model, loader, ddp: Distributed, autocast, split: str = "test") -> dict:
     # Batch-norm statistics drift apart across processes between broadcasts: use rank 0's.
     ddp.broadcast([b for b in model.buffers() if b.is_floating_point()])
-    return summarise_test(ddp.sum(evaluate_sums(model, loader, autocast)))
+    return summarise_test(ddp.sum(evaluate_sums(model, loader, autocast)), split)
 
 
 def _sizes(model: nn.Module, input_size) -> dict:
@@ -431,8 +466,9 @@ def _sizes(model: nn.Module, input_size) -> dict:
             "ranks": {name: layer.rank for name, layer in svd_layers(model)}}
 
 
-def _summary(config, data, history, dense_params, dense_macs, device, ddp, model) -> dict:
+def _summary(config, data, history, dense_params, dense_macs, device, ddp, model, code) -> dict:
     last = history[-1]
+    one_shot = config.method in ("svd-training", "posthoc")
     ranks = last["ranks"]
     summary = {
         "method": config.method, "model": config.model, "dataset": data.label,
@@ -441,6 +477,8 @@ def _summary(config, data, history, dense_params, dense_macs, device, ddp, model
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "processes": ddp.world_size, "amp": "bf16" if config.amp else "off", "compile": config.compile,
         "test_acc": last["test_acc"], "test_loss": last["test_loss"],
+        **({"val_acc": last["val_acc"], "val_loss": last["val_loss"], "val_images": len(data.val_y)}
+           if config.holdout else {}),
         "dense_params": dense_params, "params": last["params"],
         "deployed_params": last["deployed_params"],
         "deployed_fraction": last["deployed_params"] / dense_params,
@@ -449,10 +487,28 @@ def _summary(config, data, history, dense_params, dense_macs, device, ddp, model
         "full_rank": sum(layer.max_rank for _, layer in svd_layers(model)),
         "ranks": ranks, "time": last["time"],
         "ranks_by_process": ddp.gather(ranks),
+        "code": code,
     }
-    if config.method == "posthoc":
-        summary["test_acc_before_cut"] = last["test_acc_before_cut"]
+    for row in history:  # the one-shot methods: accuracy and energy at their cut
+        for key in ("val_acc_before_cut", "test_acc_before_cut", "cut_energy"):
+            if one_shot and key in row:
+                summary[key] = row[key]
     return summary
+
+
+def code_version() -> dict:
+    """The library version and, in a git checkout, the commit (with "+changes" when the tree differs)."""
+    from . import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "dprp_lib"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, ""
+    return {"version": __version__, "commit": commit, "library_changed": bool(commit and dirty)}
 
 
 def _progress(config: TrainConfig, ddp: Distributed, total: int, epochs: int):
