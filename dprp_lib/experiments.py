@@ -291,8 +291,15 @@ def collect(chapter: str, mode: str, results=None, dataset: str | None = None, s
             runs.setdefault(variant_of(name), []).append(run)
     keys = ("test_acc", "deployed_fraction", "macs_fraction", "total_rank", "time")
     rows = aggregate(runs, keys)
+    planned = {}
+    for name in configs:
+        planned[variant_of(name)] = planned.get(variant_of(name), 0) + 1
     for row in rows:
-        first = runs[row["variant"]][0]
+        group = runs[row["variant"]]
+        first = group[0]
+        if all("val_acc" in r.summary for r in group):
+            row.update(aggregate({row["variant"]: group}, ("val_acc",))[0])
+        row["planned_seeds"] = planned[row["variant"]]
         row.update(dataset=first.summary["dataset"], model=first.config.model, method=first.config.method,
                    epochs=first.config.epochs + first.config.finetune_epochs,  # fine-tuning included
                    train_images=first.summary["train_images"],
@@ -303,11 +310,26 @@ def collect(chapter: str, mode: str, results=None, dataset: str | None = None, s
     return {"chapter": chapter, "mode": mode, "rows": rows, "missing": missing}
 
 
-def accuracy_change(row: dict, reference: dict) -> list[float]:
-    """Per seed, the test-accuracy change of a collected row against a reference row (its dense
-    baseline), in points, over the seeds both hold."""
-    ref = dict(zip(reference["seeds"], reference["test_acc_values"]))
-    return [100 * (a - ref[s]) for s, a in zip(row["seeds"], row["test_acc_values"]) if s in ref]
+def accuracy_change(row: dict, reference: dict, key: str = "test_acc") -> list[float]:
+    """Per seed, the accuracy change of a collected row against a reference row (its dense
+    baseline), in percentage points, over the seeds both hold."""
+    ref = dict(zip(reference["seeds"], reference[f"{key}_values"]))
+    return [100 * (a - ref[s]) for s, a in zip(row["seeds"], row[f"{key}_values"]) if s in ref]
+
+
+# Two-sided 95% quantiles of Student's t for 1-10 degrees of freedom.
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def mean_interval(values: list[float]) -> tuple[float, float, float] | None:
+    """Mean and 95% t-interval (low, high) of paired differences; None with fewer than 2."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = sum(values) / n
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+    half = _T95.get(n - 1, 1.96) * sd / n ** 0.5
+    return mean, mean - half, mean + half
 
 
 def aggregate(runs: dict[str, list[Run]], keys=("test_acc", "deployed_fraction", "total_rank")) -> list[dict]:

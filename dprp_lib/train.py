@@ -261,7 +261,12 @@ def fit(config: TrainConfig, on_epoch_end=None) -> dict:
     device = resolve_device(config.device, ddp)
     ddp.start(device)
     try:
-        return _fit(config, ddp, device, on_epoch_end)
+        summary = _fit(config, ddp, device, on_epoch_end)
+        # Every process reaches here before any tears the group down: a process that destroys
+        # it while a peer still talks to it can abort at exit ("terminate called without an
+        # active exception").
+        ddp.barrier()
+        return summary
     finally:
         ddp.stop()
 

@@ -145,3 +145,26 @@ def test_real_mirror_is_cifar10():
     assert torch.bincount(d.test_y).tolist() == [1000] * 10
     mean, _ = d.channel_stats()
     assert mean == pytest.approx([0.4913, 0.4821, 0.4465], abs=2e-3)  # as ../shared/data/README.md states
+
+
+def test_holdout_is_class_balanced_fixed_and_disjoint():
+    y = torch.arange(10).repeat(20)  # 20 images of each of 10 classes
+    x = torch.arange(200, dtype=torch.uint8).view(200, 1, 1, 1)
+    d = D.ImageData("cifar10", x, y, x[:10], y[:10], D.CIFAR10_CLASSES)
+    a, b = d.holdout(50), d.holdout(50)
+    assert torch.equal(a.val_x, b.val_x)  # the same images every time (no seed involved)
+    assert a.val_y.bincount().tolist() == [5] * 10 and a.train_y.bincount().tolist() == [15] * 10
+    assert set(a.val_x.flatten().tolist()).isdisjoint(a.train_x.flatten().tolist())
+    assert len(a.train_y) + len(a.val_y) == 200 and d.holdout(0) is d
+    assert torch.equal(a.subset(3).val_x, a.val_x)  # subsetting keeps the split
+    with pytest.raises(ValueError, match="multiple of the 10 classes"):
+        d.holdout(55)
+    with pytest.raises(ValueError, match="only 20"):
+        d.holdout(200)
+
+
+def test_channels_last_batches_hold_the_same_values():
+    loader, _ = _loader(False)
+    nhwc, _ = _loader(False, channels_last=True)
+    for (a, _), (b, _) in zip(loader, nhwc):
+        assert torch.equal(a, b) and b.is_contiguous(memory_format=torch.channels_last)

@@ -1,7 +1,10 @@
 """Run keys, the parallel launcher and the collector, and the GPU-oriented options on the CPU."""
 import dataclasses
-import math
 import json
+import math
+from pathlib import Path
+
+import pytest
 
 from dprp_lib import experiments as E
 from dprp_lib.train import fit
@@ -10,7 +13,8 @@ from test_train import DATA_DIR, small
 
 def test_config_key_follows_what_changes_the_result():
     base = E.preset("quick")
-    assert E.config_key(base) == E.config_key(dataclasses.replace(base, out_dir="x", device="cuda", compile=True))
+    assert E.config_key(base) == E.config_key(dataclasses.replace(base, out_dir="x", device="cuda", compile=True,
+                                                                  channels_last=False))
     assert E.config_key(base) != E.config_key(dataclasses.replace(base, lr=0.05))
     assert E.config_key(base) != E.config_key(dataclasses.replace(base, amp=True))
 
@@ -20,7 +24,30 @@ def test_grids_share_runs_across_chapters():
     assert E.config_key(E.preset("quick")) in quick["05_sparsity"] & quick["06_dynamic_rank_pruning"] & quick["07_ablations"]
     ablations = {E.config_key(c) for n, c in E.grid("07_ablations", "quick").items() if not n.startswith("none")}
     assert ablations <= quick["08_resnet20_cifar10"]  # the reproduction set holds each penalty removed in turn
-    assert len(E.grid("08_resnet20_cifar10", "full")) == 33  # ResNet-20: 9 variants, ResNet-32: 2; 3 seeds
+
+
+
+def test_full_data_set_has_the_runs_and_seeds_the_question_needs():
+    runs = E.grid("08_resnet20_cifar10", "full")
+    seeds = {}
+    for name in runs:
+        seeds.setdefault(E.variant_of(name), []).append(runs[name].seed)
+    assert all(len(s) >= 3 for v, s in seeds.items() if v == "resnet20 dense" or v.startswith("resnet20 dprp ") and "no" not in v)
+    assert all(len(s) >= 2 for s in seeds.values()) and len(seeds) == 11
+    configs = list(runs.values())
+    assert all(c.holdout == 5000 and c.amp and c.train_per_class is None for c in configs)
+    assert len({(c.lr, c.batch_size, c.label_smoothing, c.weight_decay, c.epochs + c.finetune_epochs) for c in configs}) == 1
+    one_shot = [c for c in configs if c.method in ("svd-training", "posthoc")]
+    assert one_shot and all(c.cut_to == 0.5 and c.finetune_epochs == 2 for c in one_shot)
+    assert E.grid("08_resnet20_cifar10", "full", seeds=[1]).keys() <= runs.keys()
+
+
+def test_committed_runs_keep_their_keys():
+    folders = [p for p in (Path(__file__).resolve().parents[1] / E.RESULTS).iterdir() if (p / "config.json").is_file()]
+    assert folders
+    for folder in folders:
+        config = E.TrainConfig.from_dict(json.loads((folder / "config.json").read_text()))
+        assert E.config_key(config) == folder.name, folder
 
 
 def test_svd_training_preset_fine_tunes_within_the_same_length():
@@ -50,3 +77,12 @@ def test_bf16_autocast_and_compile_run_on_the_cpu_through_a_cut(tmp_path):
     assert summary["amp"] == "bf16" and summary["compile"] is True
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert history[0]["pruned"] and math.isfinite(history[-1]["train_loss"])  # cut, then trained on
+
+
+def test_mean_interval_of_paired_differences():
+    mean, low, high = E.mean_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and low == pytest.approx(2 - 4.303 / 3 ** 0.5) and high == pytest.approx(2 + 4.303 / 3 ** 0.5)
+    assert E.mean_interval([0.5]) is None
+    row = {"seeds": [0, 1, 2], "test_acc_values": [0.90, 0.91, 0.92]}
+    ref = {"seeds": [0, 2], "test_acc_values": [0.89, 0.93]}
+    assert E.accuracy_change(row, ref) == pytest.approx([1.0, -1.0])  # only the seeds both hold

@@ -74,3 +74,11 @@ def test_option_a_shortcut_has_no_parameters_and_pads_channels():
 def test_build_model_rejects_unknown_name():
     with pytest.raises(ValueError, match="model"):
         models.build_model("resnet21")
+
+
+def test_width_scales_every_stage():
+    thin = models.build_model("resnet20", width=0.5)
+    assert [thin.conv1.out_channels, thin.layer2[0].conv1.out_channels, thin.fc.in_features] == [8, 16, 32]
+    assert dprp.count_params(thin) < dprp.count_params(models.resnet20()) / 3
+    with pytest.raises(ValueError, match="width"):
+        models.build_model("resnet20", width=0)

@@ -1,3 +1,4 @@
+import copy
 import pytest
 import torch
 from torch import nn
@@ -130,3 +131,17 @@ def test_prune_schedule():
         dprp.PruneSchedule(warmup=-1)
     with pytest.raises(ValueError, match="stop"):
         dprp.PruneSchedule(warmup=10, stop=5)
+
+
+def test_energy_for_size_finds_the_cut_that_reaches_a_deployed_size():
+    torch.manual_seed(0)
+    model = dprp.svdify(dprp.models.resnet20())
+    dense = 269_722
+    for fraction in (0.8, 0.5, 0.3):
+        energy = dprp.pruning.energy_for_size(model, fraction, dense)
+        trial = copy.deepcopy(model)
+        dprp.prune_ranks(trial, energy=energy, reorder=True)
+        assert fraction - 0.02 < dprp.deployed_params(trial) / dense <= fraction
+    assert dprp.pruning.energy_for_size(model, 1.5, dense) == 0.0  # already small enough
+    with pytest.raises(ValueError, match="min_rank"):
+        dprp.pruning.energy_for_size(model, 0.01, dense, min_rank=4)

@@ -189,6 +189,8 @@ def test_weight_decay_skips_u_and_v_by_default():
     ("orth", -1.0, ValueError), ("sort", -1.0, ValueError), ("sparse", -1e-4, ValueError),
     ("energy", 1.0, ValueError), ("batch_size", 0, ValueError), ("sparse_kind", "l2", ValueError),
     ("epochs", "ten", TypeError), ("lr", True, TypeError), ("milestones", [1.5], ValueError),
+    ("holdout", -10, ValueError), ("width", 0.0, ValueError), ("label_smoothing", 1.0, ValueError),
+    ("cut_to", 1.5, ValueError), ("cut_to", 0.5, ValueError),  # the second: dprp has no single cut
 ])
 def test_bad_config_values_are_rejected_by_name(field, value, error, tmp_path):
     with pytest.raises(error, match=field):
@@ -220,3 +222,49 @@ def test_resume_refuses_a_different_config(reference, tmp_path):
     changed = TrainConfig(**{**cfg.to_dict(), "lr": 0.2, "resume": True})
     with pytest.raises(ValueError, match="lr"):
         T.fit(changed)
+
+
+def test_a_validation_split_is_watched_each_epoch_and_the_test_set_read_once(tmp_path):
+    summary = T.fit(small(tmp_path, method="dense", epochs=2, holdout=100, label_smoothing=0.1))
+    history = rows(tmp_path / "run")
+    assert all("val_acc" in r and "val_loss" in r for r in history)
+    assert "test_acc" not in history[0] and "test_acc" in history[-1]  # test: after the last epoch only
+    assert summary["val_images"] == 100 and summary["train_images"] == 600  # held out before the subset
+    assert summary["val_acc"] == history[-1]["val_acc"] and summary["test_acc"] == history[-1]["test_acc"]
+
+
+def test_label_smoothing_is_in_the_training_loss():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5))
+    x, y = torch.randn(8, 3, 2, 2), torch.randint(0, 5, (8,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    for smoothing in (0.0, 0.3):
+        sums = T.train_epoch(model, [(x, y)], opt, label_smoothing=smoothing)
+        expected = torch.nn.functional.cross_entropy(model(x), y, label_smoothing=smoothing)
+        assert (sums["loss"] / sums["seen"]).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert T.train_epoch(model, [(x, y)], opt, label_smoothing=0.3)["loss"] != T.train_epoch(model, [(x, y)], opt)["loss"]
+
+
+@pytest.mark.parametrize("method", ["posthoc", "svd-training"])
+def test_one_shot_methods_cut_to_a_deployed_size_then_fine_tune(tmp_path, method):
+    cfg = small(tmp_path, method=method, epochs=2, finetune_epochs=1, cut_to=0.5)
+    summary = T.fit(cfg)
+    history = rows(tmp_path / "run")
+    assert [r["phase"] for r in history] == ["train", "train", "finetune"]
+    assert 0.47 < summary["deployed_fraction"] <= 0.5  # the bisection lands just under the target
+    assert 0 < summary["cut_energy"] < 1 and "test_acc_before_cut" in summary
+    assert history[-1]["lr"] < cfg.lr and math.isfinite(history[-1]["train_loss"])  # fine-tuned at lr·gamma
+
+
+def test_thin_network_is_measured_against_the_full_width_one(tmp_path):
+    summary = T.fit(small(tmp_path, method="dense", epochs=1, width=0.71))
+    assert summary["dense_params"] == 269_722
+    assert summary["deployed_fraction"] == pytest.approx(0.4997, abs=1e-3)
+    assert summary["code"]["version"] == dprp.__version__
+
+
+def test_resume_ignores_how_a_run_is_executed(reference, tmp_path):
+    cfg, summary, _ = reference
+    again = TrainConfig(**{**cfg.to_dict(), "resume": True, "compile": True, "channels_last": False,
+                           "progress": True})
+    assert T.fit(again)["test_acc"] == summary["test_acc"]  # finished: nothing left to train, nothing refused
