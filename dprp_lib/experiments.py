@@ -35,7 +35,7 @@ SCRATCH = Path("build/runs")
 # Committed results keep checkpoints only where a chapter loads the trained weights.
 KEEP_CHECKPOINTS = {"06_dynamic_rank_pruning": {"dense", "dprp"}, "04_sorting": {"sort=0"}}
 CHAPTER_GRIDS = ("03_orthogonality", "04_sorting", "05_sparsity", "06_dynamic_rank_pruning", "07_ablations",
-                 "08_resnet20_cifar10", "full-recipe", "full-calibration")
+                 "08_resnet20_cifar10", "full-recipe", "full-calibration", "fast-path-parity")
 
 
 def config_key(config: TrainConfig) -> str:
@@ -178,6 +178,11 @@ def grid(chapter: str, mode: str, seeds=None, dataset: str | None = None) -> dic
         dense = dataclasses.replace(base, method="dense")
         return {"recipe: preset": dataclasses.replace(dense, label_smoothing=0.0),
                 "recipe: label smoothing 0.1": dataclasses.replace(dense, label_smoothing=0.1)}
+    if chapter == "fast-path-parity":
+        # bf16 autocast against float32 on the same config (DPRP, through its first cut), 2 seeds.
+        short = dataclasses.replace(base, energy=DPRP_POINTS["50%"], epochs=4)
+        return {f"dprp 4 epochs, {'bf16' if amp else 'float32'} | seed {s}": dataclasses.replace(short, amp=amp, seed=s)
+                for amp in (True, False) for s in (0, 1)}
     if chapter == "full-calibration":
         return {f"dprp energy={e:g}": dataclasses.replace(base, energy=e) for e in CALIBRATION_ENERGIES}
     if chapter == "08_resnet20_cifar10" and mode == "full":
@@ -206,7 +211,7 @@ def grid(chapter: str, mode: str, seeds=None, dataset: str | None = None) -> dic
 # DPRP's operating points on the full data: the energy ε that brings the deployed model to about
 # each fraction of dense parameters, with λ_sparse and the cut schedule of the full preset.
 # Chosen from the `full-calibration` runs (validation split, seed 0; see results/full-data.md).
-DPRP_POINTS = {"94%": 5e-4, "75%": 2e-3, "50%": 5e-3, "30%": 2e-2}
+DPRP_POINTS = {"50%": 5e-3, "94%": 5e-4, "75%": 2e-3, "30%": 2e-2}
 # ε values tried for the calibration (DPRP, seed 0); the operating points are read off them.
 CALIBRATION_ENERGIES = (5e-4, 5e-3, 2e-3, 2e-2)
 # The thin dense control: ResNet-20 with every stage's channels × THIN_WIDTH, about the deployed
@@ -221,15 +226,17 @@ def full_set(base: TrainConfig, seeds=None) -> dict[str, TrainConfig]:
     three, two = pick([0, 1, 2]), pick([0, 1])
     half = dataclasses.replace(base, energy=DPRP_POINTS["50%"])
     one_shot = dict(epochs=base.epochs - 2, finetune_epochs=2, cut_to=None)  # same total length
+    # In the order a campaign trains them (seed 0 of each first): the operating points
+    # calibrate the rest.
     variants = {"dense": (dict(method="dense"), three)}
     variants.update({f"dprp {p}": (dict(energy=e), three) for p, e in DPRP_POINTS.items()})
     variants.update({
-        "svd-training at dprp 50%": (dict(method="svd-training", **one_shot), two),
-        "posthoc + fine-tune at dprp 50%": (dict(method="posthoc", **one_shot), two),
-        "dprp 50% no orth": (dict(energy=half.energy, orth=0.0), two),
-        "dprp 50% no sort": (dict(energy=half.energy, sort=0.0), two),
-        "dprp 50% no sparse": (dict(energy=half.energy, sparse=0.0), two),
         "thin dense (same size as dprp 50%)": (dict(method="dense", width=THIN_WIDTH), two),
+        "posthoc + fine-tune at dprp 50%": (dict(method="posthoc", **one_shot), two),
+        "svd-training at dprp 50%": (dict(method="svd-training", **one_shot), two),
+        "dprp 50% no sparse": (dict(energy=half.energy, sparse=0.0), two),
+        "dprp 50% no sort": (dict(energy=half.energy, sort=0.0), two),
+        "dprp 50% no orth": (dict(energy=half.energy, orth=0.0), two),
     })
     runs = {}
     for name, (change, names_seeds) in variants.items():
@@ -348,7 +355,8 @@ def aggregate(runs: dict[str, list[Run]], keys=("test_acc", "deployed_fraction",
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m dprp_lib.experiments", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("chapter", choices=list(CHAPTER_GRIDS))
+    p.add_argument("chapter", nargs="+", choices=list(CHAPTER_GRIDS),
+                   help="one or more grids, trained in this order")
     p.add_argument("--mode", default="quick", choices=MODES)
     p.add_argument("--results", default=str(RESULTS), help="where the runs are written and committed")
     p.add_argument("--device", default="auto")
@@ -364,9 +372,15 @@ def main(argv=None) -> int:
                    help="train only these seeds of a seeded grid (default: its 3 seeds; collect lists the rest as missing)")
     p.add_argument("--collect", metavar="JSON", help="after training, write the aggregated table here")
     args = p.parse_args(argv)
-    runs = {name: dataclasses.replace(config, device=args.device, amp=args.amp or config.amp,
-                                      compile=args.compile or config.compile)
-            for name, config in grid(args.chapter, args.mode, seeds=args.seeds, dataset=args.dataset).items()}
+    runs = {}
+    for chapter in args.chapter:
+        # Seed-major within a grid: a campaign stopped part-way holds every variant's first
+        # seed before any variant's second.
+        configs = grid(chapter, args.mode, seeds=args.seeds, dataset=args.dataset)
+        for name in sorted(configs, key=lambda n: configs[n].seed):
+            config = configs[name]
+            runs.setdefault(name, dataclasses.replace(config, device=args.device, amp=args.amp or config.amp,
+                                                      compile=args.compile or config.compile))
     # One run can appear in several chapters' grids: keep checkpoints by key, not by name.
     keep = {config_key(grid(ch, args.mode)[name]) for ch, names in KEEP_CHECKPOINTS.items() for name in names}
     t0 = time.perf_counter()
@@ -387,10 +401,10 @@ def main(argv=None) -> int:
         # the deployment chapters (they are not committed, see .gitignore).
         if args.mode != "full" and config_key(config) not in keep and (folder / "summary.json").is_file():
             (folder / "checkpoint.pt").unlink(missing_ok=True)
-    print(f"{args.chapter}: {len(runs)} runs in {time.perf_counter() - t0:.0f} s"
+    print(f"{' '.join(args.chapter)}: {len(runs)} runs in {time.perf_counter() - t0:.0f} s"
           + (f"; FAILED: {failed}" if failed else ""))
     if args.collect:
-        table = collect(args.chapter, args.mode, args.results, args.dataset)
+        table = collect(args.chapter[-1], args.mode, args.results, args.dataset)
         Path(args.collect).parent.mkdir(parents=True, exist_ok=True)
         Path(args.collect).write_text(json.dumps(table, indent=2) + "\n")
         print(f"wrote {args.collect} ({len(table['rows'])} rows, {len(table['missing'])} runs missing)")

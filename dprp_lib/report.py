@@ -1,0 +1,176 @@
+"""The full-data evidence as one table, and the paper's targets checked against it.
+
+    python -m dprp_lib.report                 # print the table; --write updates results/full-data.md and README.md
+
+Each row is one variant of the full-data run set (`experiments.full_set`) over the seeds that
+are committed: test accuracy (mean ± standard deviation over seeds), the change against dense
+ResNet-20 computed per seed (paired: same seed, same data order) with its 95% t-interval,
+deployed parameters, multiply-accumulates and training time as fractions of dense. Rows with
+fewer seeds than planned say so, and the runs still missing are listed: a partial set is never
+shown as complete.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+from pathlib import Path
+
+from .experiments import accuracy_change, collect, mean_interval
+
+SET = ("08_resnet20_cifar10", "full")
+DENSE = "resnet20 dense"
+# The paper's headline (arXiv 2401.08014, official CIFAR-10): 5.79% fewer parameters, +1.18
+# points. (b) is this project's reading of the journal version's "up to 50% fewer parameters".
+TARGETS = {
+    "a": {"text": "(a) the paper's: DPRP at or above dense with at least 5.79% fewer deployed parameters",
+          "max_fraction": 1 - 0.0579, "min_change": 0.0},
+    "b": {"text": "(b) ours: DPRP within 1 point of dense with at least 50% fewer deployed parameters",
+          "max_fraction": 0.5, "min_change": -1.0},
+}
+MIN_SEEDS = 3  # a target is decided on at least this many paired seeds
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def full_data_rows(results=None, dataset=None) -> dict:
+    """{"rows": [...], "missing": [...], "dataset": label} for the committed full-data runs."""
+    table = collect(*SET, results, dataset)
+    by = {r["variant"]: r for r in table["rows"]}
+    dense = by.get(DENSE)
+    rows = []
+    for r in table["rows"]:
+        deltas = accuracy_change(r, dense) if dense and r is not dense else []
+        acc = [100 * a for a in r["test_acc_values"]]
+        rows.append({
+            "variant": r["variant"].removeprefix("resnet20 "),
+            "method": r["method"],
+            "seeds": r["seeds"], "planned_seeds": r["planned_seeds"],
+            "test_acc": statistics.fmean(acc), "test_acc_std": statistics.stdev(acc) if len(acc) > 1 else None,
+            "val_acc": 100 * r["val_acc"] if "val_acc" in r else None,
+            "deltas": deltas, "interval": mean_interval(deltas),
+            "deployed_fraction": r["deployed_fraction"], "macs_fraction": r["macs_fraction"],
+            "time_fraction": r["time"] / dense["time"] if dense else None,
+            "dataset": r["dataset"], "device": r["device"], "amp": r["amp"],
+            "epochs": r["epochs"], "train_images": r["train_images"], "test_images": r["test_images"],
+        })
+    label = table["rows"][0]["dataset"] if table["rows"] else None
+    return {"rows": rows, "missing": table["missing"], "dataset": label}
+
+
+def display_rows(report: dict) -> list[dict]:
+    """The rows as strings: what chapters print and the README shows."""
+    out = []
+    for r in report["rows"]:
+        n = len(r["seeds"])
+        delta = statistics.fmean(r["deltas"]) if r["deltas"] else None
+        ci = r["interval"]
+        out.append({
+            "variant": r["variant"],
+            "seeds": f"{n}" if n == r["planned_seeds"] else f"{n} of {r['planned_seeds']}",
+            "test acc %": f"{r['test_acc']:.2f}" + (f" ± {r['test_acc_std']:.2f}" if r["test_acc_std"] is not None else ""),
+            "Δ vs dense (points)": "—" if delta is None else f"{delta:+.2f}",
+            "95% interval": f"[{ci[1]:+.2f}, {ci[2]:+.2f}]" if ci else "—",
+            "deployed/dense": f"{r['deployed_fraction']:.1%}",
+            "MACs/dense": f"{r['macs_fraction']:.1%}",
+            "time/dense": f"{r['time_fraction']:.2f}" if r["time_fraction"] else "—",
+        })
+    return out
+
+
+def target_verdicts(report: dict) -> dict:
+    """For each target: every DPRP operating point's verdict, and whether any point meets it.
+
+    A point meets a target when its deployed size is within the bound and the whole 95%
+    interval of its paired change lies at or above the bound; it misses it when the size is
+    over or the whole interval lies below; otherwise the seeds do not decide it.
+    """
+    points = [r for r in report["rows"] if r["method"] == "dprp" and " no " not in r["variant"]]
+    verdicts = {}
+    for key, t in TARGETS.items():
+        per_point = {}
+        for r in points:
+            if r["deployed_fraction"] > t["max_fraction"]:
+                per_point[r["variant"]] = f"misses: {r['deployed_fraction']:.1%} of dense parameters"
+            elif len(r["deltas"]) < MIN_SEEDS:
+                per_point[r["variant"]] = f"not decided: {len(r['deltas'])} paired seed(s), {MIN_SEEDS} needed"
+            else:
+                mean, low, high = r["interval"]
+                if low >= t["min_change"]:
+                    per_point[r["variant"]] = f"meets it: {mean:+.2f} points, 95% interval [{low:+.2f}, {high:+.2f}]"
+                elif high < t["min_change"]:
+                    per_point[r["variant"]] = f"misses: {mean:+.2f} points, 95% interval [{low:+.2f}, {high:+.2f}]"
+                else:
+                    per_point[r["variant"]] = (f"not decided: {mean:+.2f} points, 95% interval "
+                                               f"[{low:+.2f}, {high:+.2f}] spans {t['min_change']:+g}")
+        met = [v for v, text in per_point.items() if text.startswith("meets")]
+        decided_missing = all(text.startswith("misses") for text in per_point.values()) and per_point
+        verdicts[key] = {"text": t["text"], "points": per_point, "met_by": met,
+                         "status": "holds" if met else ("does not hold" if decided_missing else "not decided")}
+    return verdicts
+
+
+def missing_by_variant(names: list[str]) -> str:
+    """"resnet20 dense | seed 1", "resnet20 dense | seed 2" -> "dense (seeds 1, 2)"."""
+    seeds = {}
+    for name in names:
+        variant, _, seed = name.partition(" | seed ")
+        seeds.setdefault(variant.removeprefix("resnet20 "), []).append(seed)
+    return "; ".join(f"{v} (seed{'s' if len(s) > 1 else ''} {', '.join(s)})" for v, s in seeds.items())
+
+
+def markdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return "_no runs of the set are committed yet_"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def markdown(report: dict) -> str:
+    """The table, the targets and the missing runs, as markdown (README and results/full-data.md)."""
+    rows = report["rows"]
+    total = sum(len(r["seeds"]) for r in rows)
+    head = (f"{report['dataset'] or 'CIFAR-10'}, ResNet-20, {rows[0]['epochs']} epochs on "
+            f"{rows[0]['train_images']:,} training images (5,000 held out for validation), "
+            f"{rows[0]['test_images']:,} test images; bf16 autocast: {rows[0]['amp']}; device: {rows[0]['device']}. "
+            if rows else "")
+    text = [head + f"{total} runs committed, {len(report['missing'])} still missing. Accuracy changes are in "
+            "percentage points, per seed against the dense run of the same seed.", "", markdown_table(display_rows(report)), ""]
+    for v in target_verdicts(report).values():
+        text.append(f"- {v['text']}: **{v['status']}**" + (f" (by {', '.join(v['met_by'])})" if v["met_by"] else ""))
+    if report["missing"]:
+        text += ["", f"Missing ({len(report['missing'])} runs): " + missing_by_variant(report["missing"]) + "."]
+    return "\n".join(text) + "\n"
+
+
+START, END = "<!-- full-data table: start (python -m dprp_lib.report --write) -->", "<!-- full-data table: end -->"
+
+
+def with_table(text: str, table: str) -> str:
+    """`text` with the part between the START and END markers replaced by `table`."""
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"the markers {START!r} … {END!r} are missing")
+    return pattern.sub(lambda _: f"{START}\n{table}{END}", text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dprp_lib.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default=str(ROOT / "results" / "runs"))
+    p.add_argument("--dataset", default=None, help="whose runs (default: the mirror when DPRP_CIFAR10_MIRROR is set, "
+                   "else the official CIFAR-10)")
+    p.add_argument("--write", action="store_true", help="update the table in README.md and results/full-data.md")
+    args = p.parse_args(argv)
+    table = markdown(full_data_rows(args.results, args.dataset))
+    print(table)
+    if args.write:
+        for path in (ROOT / "README.md", ROOT / "results" / "full-data.md"):
+            path.write_text(with_table(path.read_text(), table))
+            print(f"updated {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""The full-data table: paired changes, intervals, verdicts, and the README showing exactly it."""
+from pathlib import Path
+
+import pytest
+
+from dprp_lib import report as R
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def row(variant, deltas, fraction, method="dprp"):
+    return {"variant": variant, "method": method, "deltas": deltas, "deployed_fraction": fraction,
+            "interval": R.mean_interval(deltas)}
+
+
+def test_verdicts_follow_the_interval_and_the_size():
+    report = {"rows": [row("dense", [], 1.0, "dense"),
+                       row("dprp 94%", [0.5, 0.6, 0.7], 0.93),       # interval above 0: meets (a)
+                       row("dprp 50%", [-3.0, -2.5, -2.8], 0.49),    # below -1: misses (b)
+                       row("dprp 30%", [0.2, -0.4], 0.3),            # 2 seeds: not decided
+                       row("dprp 50% no sort", [5.0, 5.0, 5.0], 0.4)]}  # an ablation, not a point
+    v = R.target_verdicts(report)
+    assert v["a"]["status"] == "holds" and v["a"]["met_by"] == ["dprp 94%"]
+    assert v["b"]["points"]["dprp 50%"].startswith("misses") and v["b"]["points"]["dprp 94%"].startswith("misses: 93")
+    assert v["b"]["points"]["dprp 30%"].startswith("not decided: 2 paired")
+    assert v["b"]["status"] == "not decided" and "dprp 50% no sort" not in v["b"]["points"]
+    spans = R.target_verdicts({"rows": [row("dprp 94%", [-1.0, 0.5, 1.0], 0.9)]})
+    assert spans["a"]["points"]["dprp 94%"].startswith("not decided") and "spans +0" in spans["a"]["points"]["dprp 94%"]
+
+
+def test_table_markers_are_replaced_and_required():
+    text = f"before\n{R.START}\nold\n{R.END}\nafter\n"
+    assert R.with_table(text, "new\n") == f"before\n{R.START}\nnew\n{R.END}\nafter\n"
+    with pytest.raises(ValueError, match="markers"):
+        R.with_table("no markers", "x")
+
+
+def test_readme_and_results_page_show_the_committed_table():
+    """README's full-data section is what `python -m dprp_lib.report --write` renders from results/."""
+    table = R.markdown(R.full_data_rows(ROOT / "results" / "runs", dataset="cifar10-mirror"))
+    for path in (ROOT / "README.md", ROOT / "results" / "full-data.md"):
+        text = path.read_text()
+        assert R.with_table(text, table) == text, f"{path.name} is stale: run python -m dprp_lib.report --write"
