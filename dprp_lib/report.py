@@ -77,6 +77,24 @@ def display_rows(report: dict) -> list[dict]:
     return out
 
 
+def show(variants=None, results=None, dataset=None) -> dict:
+    """Print the full-data rows of `variants` (names as in the table, e.g. "dprp 50%"; None: all)
+    and the runs of theirs still missing; return both, for a chapter's metrics."""
+    from .metrics import format_table
+
+    report = full_data_rows(results, dataset)
+    keep = (lambda v: True) if variants is None else (lambda v: v in variants)
+    rows = [r for r in report["rows"] if keep(r["variant"])]
+    missing = [m for m in report["missing"] if keep(m.split(" | ")[0].removeprefix("resnet20 "))]
+    shown = display_rows({"rows": rows})
+    print(format_table(shown) if shown else "none of these runs is committed yet")
+    if missing:
+        print(f"\nstill missing, {len(missing)} run(s): {missing_by_variant(missing)}")
+    else:
+        print(f"\ncomplete: every planned seed of these variants is committed")
+    return {"rows": rows, "missing": missing, "dataset": report["dataset"]}
+
+
 def target_verdicts(report: dict) -> dict:
     """For each target: every DPRP operating point's verdict, and whether any point meets it.
 

@@ -12,6 +12,7 @@ from dprp_lib.course import chapters, execute, run_course
 from conftest import require_mirror
 
 ROOT = Path(__file__).resolve().parents[1]
+FULL_SET_RUNS = 27  # experiments.full_set: 5 variants × 3 seeds, 6 × 2
 NOTEBOOKS = ROOT / "notebooks"
 SOLUTIONS = sorted((NOTEBOOKS / "solutions").glob("*.ipynb"))
 
@@ -70,6 +71,8 @@ def claims_05(m):
 
 
 def claims_06(m):
+    full_data_is_whole(m, ["dense", "dprp 94%", "dprp 75%", "dprp 50%", "dprp 30%", "thin dense (same size as dprp 50%)",
+                           "posthoc + fine-tune at dprp 50%", "svd-training at dprp 50%"])
     runs = sorted(m["energy_runs"].values(), key=lambda e: e["energy"])
     ranks = [e["total_rank"] for e in runs]
     assert ranks == sorted(ranks, reverse=True) and ranks[0] > ranks[-1]  # a larger ε cuts deeper
@@ -82,6 +85,7 @@ def claims_06(m):
 
 
 def claims_07(m):
+    full_data_is_whole(m, ["dprp 50%", "dprp 50% no sparse", "dprp 50% no sort", "dprp 50% no orth"])
     rows = {r["variant"]: r for r in m["rows"]}
     assert set(rows) == {"all penalties", "no orth", "no sort", "no sparse", "none"}
     assert rows["all penalties"]["total_rank"] < rows["none"]["total_rank"]
@@ -96,7 +100,9 @@ def claims_08(m):
     assert m["method"] == "dprp" and m["total_rank"] < m["full_rank"]  # DPRP cut ranks
     assert 0 < m["dense_test_acc"] <= 1
     if m["mode"] != "smoke":
-        assert m["deployed_fraction"] < 0.6 and m["set_rows"] == 9
+        assert m["deployed_fraction"] < 0.6
+    # the full-data set: what is committed plus what is listed as missing is the whole plan
+    assert m["set_runs"] + m["set_missing"] == FULL_SET_RUNS and m["recipe_candidates"] == 2
 
 
 def claims_09(m):
@@ -106,6 +112,16 @@ def claims_09(m):
     if m["mode"] != "smoke":
         assert all(r["seeds"] == 3 for r in m["rows"] if r["mode"] == "quick")
         assert "quick" in m["targets"]
+    full_data_is_whole(m)
+    assert set(m["full_data"]["verdicts"]) == {"a", "b"} and "full" in m["targets"]
+
+
+def full_data_is_whole(m, variants=None):
+    """A chapter shows the committed full-data runs and lists the rest: never a partial set as whole."""
+    from dprp_lib.experiments import grid, variant_of
+    planned = {variant_of(n).removeprefix("resnet20 ") for n in grid("08_resnet20_cifar10", "full")}
+    shown = set(m["full_data"]["variants"]) | {variant_of(n).removeprefix("resnet20 ") for n in m["full_data"]["missing"]}
+    assert shown == (planned if variants is None else set(variants))
 
 
 CLAIMS = {"08_resnet20_cifar10": claims_08, "09_results_vs_paper": claims_09, "01_svd_basics": claims_01, "02_svd_layers": claims_02, "03_orthogonality": claims_03,
