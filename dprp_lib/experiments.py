@@ -184,7 +184,7 @@ def grid(chapter: str, mode: str, seeds=None, dataset: str | None = None) -> dic
         return {f"dprp 4 epochs, {'bf16' if amp else 'float32'} | seed {s}": dataclasses.replace(short, amp=amp, seed=s)
                 for amp in (True, False) for s in (0, 1)}
     if chapter == "full-calibration":
-        return {f"dprp energy={e:g}": dataclasses.replace(base, energy=e) for e in CALIBRATION_ENERGIES}
+        return {f"dprp energy={e:g}": dataclasses.replace(base, energy=e) for e in sorted(CALIBRATION_ENERGIES)}
     if chapter == "08_resnet20_cifar10" and mode == "full":
         return full_set(base, seeds)
     if chapter == "08_resnet20_cifar10":

@@ -16,7 +16,7 @@ import re
 import statistics
 from pathlib import Path
 
-from .experiments import accuracy_change, collect, mean_interval
+from .experiments import DPRP_POINTS, FULL_RECIPE, accuracy_change, collect, find_run, grid, mean_interval
 
 SET = ("08_resnet20_cifar10", "full")
 DENSE = "resnet20 dense"
@@ -30,6 +30,7 @@ TARGETS = {
 }
 MIN_SEEDS = 3  # a target is decided on at least this many paired seeds
 ROOT = Path(__file__).resolve().parent.parent
+PAGES = (ROOT / "README.md", ROOT / "results" / "full-data.md")  # the pages that carry these tables
 
 
 def full_data_rows(results=None, dataset=None) -> dict:
@@ -54,7 +55,12 @@ def full_data_rows(results=None, dataset=None) -> dict:
             "epochs": r["epochs"], "train_images": r["train_images"], "test_images": r["test_images"],
         })
     label = table["rows"][0]["dataset"] if table["rows"] else None
-    return {"rows": rows, "missing": table["missing"], "dataset": label}
+    # Dense first, then DPRP's operating points from largest to smallest, then the rest.
+    def order(r):
+        point = r["method"] == "dprp" and " no " not in r["variant"]
+        return (r["method"] != "dense" or r["variant"] != DENSE.removeprefix("resnet20 "), not point,
+                -r["deployed_fraction"] if point else 0)
+    return {"rows": sorted(rows, key=order), "missing": table["missing"], "dataset": label}
 
 
 def display_rows(report: dict) -> list[dict]:
@@ -141,7 +147,7 @@ def markdown_table(rows: list[dict]) -> str:
         return "_no runs of the set are committed yet_"
     cols = list(rows[0])
     lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(str(r[c]).replace("|", "\\|") for c in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -162,15 +168,66 @@ def markdown(report: dict) -> str:
     return "\n".join(text) + "\n"
 
 
-START, END = "<!-- full-data table: start (python -m dprp_lib.report --write) -->", "<!-- full-data table: end -->"
+def _summary_rows(chapter: str, results, dataset, columns) -> list[dict]:
+    """One row per run of a small grid (committed or not run yet), with `columns(name, config, run)`."""
+    rows = []
+    for name, config in grid(chapter, "full", dataset=dataset).items():
+        run = find_run(config, results)
+        rows.append({"run": name, **columns(config, run.summary if run else None)})
+    return rows
 
 
-def with_table(text: str, table: str) -> str:
-    """`text` with the part between the START and END markers replaced by `table`."""
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        raise ValueError(f"the markers {START!r} … {END!r} are missing")
-    return pattern.sub(lambda _: f"{START}\n{table}{END}", text)
+def _pct(summary, key):
+    return f"{100 * summary[key]:.2f}" if summary else "not run yet"
+
+
+def recipe_markdown(results=None, dataset=None) -> str:
+    """The recipe candidates (dense, seed 0) and which one the validation split chose."""
+    rows = _summary_rows("full-recipe", results, dataset, lambda c, s: {
+        "label smoothing": f"{c.label_smoothing:g}", "validation acc %": _pct(s, "val_acc"), "test acc %": _pct(s, "test_acc"),
+        "chosen": "**yes**" if all(getattr(c, k) == v for k, v in FULL_RECIPE.items()) else ""})
+    return markdown_table(rows) + "\n"
+
+
+def calibration_markdown(results=None, dataset=None) -> str:
+    """Every ε tried for DPRP (seed 0): the deployed size it reached, and its validation accuracy."""
+    rows = _summary_rows("full-calibration", results, dataset, lambda c, s: {
+        "ε": f"{c.energy:g}", "deployed/dense": f"{s['deployed_fraction']:.1%}" if s else "not run yet",
+        "total rank": f"{s['total_rank']}/{s['full_rank']}" if s else "—", "validation acc %": _pct(s, "val_acc"),
+        "operating point": ", ".join(p for p, e in DPRP_POINTS.items() if e == c.energy)})
+    return markdown_table(rows) + "\n"
+
+
+def parity_markdown(results=None, dataset=None) -> str:
+    """bf16 against float32: the same DPRP config and seeds, 4 epochs through a cut."""
+    rows = _summary_rows("fast-path-parity", results, dataset, lambda c, s: {
+        "validation acc %": _pct(s, "val_acc"), "test acc %": _pct(s, "test_acc"),
+        "deployed/dense": f"{s['deployed_fraction']:.1%}" if s else "—",
+        "time (s)": f"{s['time']:.0f}" if s else "—"})
+    return markdown_table(rows) + "\n"
+
+
+SECTIONS = {"table": lambda results, dataset: markdown(full_data_rows(results, dataset)),
+            "recipe": recipe_markdown, "calibration": calibration_markdown, "parity": parity_markdown}
+
+
+def markers(name: str) -> tuple[str, str]:
+    return (f"<!-- full-data {name}: start (python -m dprp_lib.report --write) -->", f"<!-- full-data {name}: end -->")
+
+
+def with_sections(text: str, results=None, dataset=None) -> str:
+    """`text` with every section whose markers it holds rendered anew from the committed runs."""
+    found = False
+    for name, render in SECTIONS.items():
+        start, end = markers(name)
+        pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+        if pattern.search(text):
+            found = True
+            content = render(results, dataset)
+            text = pattern.sub(lambda _: f"{start}\n{content}{end}", text)
+    if not found:
+        raise ValueError(f"no full-data section markers (e.g. {markers('table')[0]!r}) in the text")
+    return text
 
 
 def main(argv=None) -> int:
@@ -181,11 +238,10 @@ def main(argv=None) -> int:
                    "else the official CIFAR-10)")
     p.add_argument("--write", action="store_true", help="update the table in README.md and results/full-data.md")
     args = p.parse_args(argv)
-    table = markdown(full_data_rows(args.results, args.dataset))
-    print(table)
+    print(markdown(full_data_rows(args.results, args.dataset)))
     if args.write:
-        for path in (ROOT / "README.md", ROOT / "results" / "full-data.md"):
-            path.write_text(with_table(path.read_text(), table))
+        for path in PAGES:
+            path.write_text(with_sections(path.read_text(), args.results, args.dataset))
             print(f"updated {path}")
     return 0
 

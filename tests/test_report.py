@@ -28,16 +28,19 @@ def test_verdicts_follow_the_interval_and_the_size():
     assert spans["a"]["points"]["dprp 94%"].startswith("not decided") and "spans +0" in spans["a"]["points"]["dprp 94%"]
 
 
-def test_table_markers_are_replaced_and_required():
-    text = f"before\n{R.START}\nold\n{R.END}\nafter\n"
-    assert R.with_table(text, "new\n") == f"before\n{R.START}\nnew\n{R.END}\nafter\n"
+def test_section_markers_are_replaced_and_required(tmp_path):
+    start, end = R.markers("recipe")
+    text = f"before\n{start}\nold\n{end}\nafter\n"
+    new = R.with_sections(text, tmp_path, "cifar10-mirror")  # no runs there: every candidate "not run yet"
+    assert new.startswith(f"before\n{start}\n| run |") and "not run yet" in new and new.endswith(f"{end}\nafter\n")
     with pytest.raises(ValueError, match="markers"):
-        R.with_table("no markers", "x")
+        R.with_sections("no markers", tmp_path, "cifar10-mirror")
 
 
-def test_readme_and_results_page_show_the_committed_table():
-    """README's full-data section is what `python -m dprp_lib.report --write` renders from results/."""
-    table = R.markdown(R.full_data_rows(ROOT / "results" / "runs", dataset="cifar10-mirror"))
-    for path in (ROOT / "README.md", ROOT / "results" / "full-data.md"):
+def test_readme_and_results_page_show_the_committed_runs():
+    """Every full-data table on these pages is what `python -m dprp_lib.report --write` renders from results/."""
+    for path in R.PAGES:
         text = path.read_text()
-        assert R.with_table(text, table) == text, f"{path.name} is stale: run python -m dprp_lib.report --write"
+        assert R.with_sections(text, ROOT / "results" / "runs", "cifar10-mirror") == text, \
+            f"{path.name} is stale: run python -m dprp_lib.report --write"
+    assert all(R.markers(name)[0] in R.PAGES[1].read_text() for name in R.SECTIONS)
