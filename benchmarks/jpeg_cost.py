@@ -21,7 +21,8 @@ import torch
 from dprp_lib.checkpoint import load_checkpoint
 from dprp_lib.data import BatchLoader, load_dataset
 from dprp_lib.notebook import save_metrics
-from dprp_lib.train import evaluate, model_from_checkpoint
+from dprp_lib.runs import model_from_checkpoint
+from dprp_lib.train import evaluate
 
 QUALITIES = (95, 75, 50)
 

@@ -5,6 +5,7 @@ state_dict: `load_model_state` resizes each factored layer before copying values
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -15,24 +16,40 @@ from torch import nn
 from .layers import SVDLayer
 
 
-def save_checkpoint(path, **payload) -> Path:
-    """torch.save(payload) to `path` through a temporary file and a rename.
-
-    An interrupted write leaves the previous file intact. Keep the payload to tensors,
-    dicts, lists, strings and numbers so that `weights_only=True` can read it back.
-    """
-    path = Path(path)
+@contextlib.contextmanager
+def _atomic(path: Path, mode: str):
+    """A file object whose content replaces `path` only once the block finishes: an
+    interrupted write leaves the previous file intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_checkpoint(path, **payload) -> Path:
+    """torch.save(payload) to `path` atomically.
+
+    Keep the payload to tensors, dicts, lists, strings and numbers so that `weights_only=True`
+    can read it back.
+    """
+    path = Path(path)
+    with _atomic(path, "wb") as f:
+        torch.save(payload, f)
+    return path
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """Write `text` to `path` atomically (run records: config, metrics, summary)."""
+    path = Path(path)
+    with _atomic(path, "w") as f:
+        f.write(text)
     return path
 
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data import DATASETS
+from .methods import METHODS as METHOD_TABLE
 from .models import MODELS
 from .regularizers import SPARSE_KINDS
 
-METHODS = ("dense", "dprp", "svd-training", "posthoc")
+METHODS = tuple(METHOD_TABLE)
 # Fields that say where or how a run is executed, not what it computes: they stay out of a
 # run's key, and may change when an interrupted run resumes.
 HOW_TO_RUN = frozenset({"out_dir", "resume", "progress", "device", "data_dir", "data_source", "compile",
@@ -119,7 +120,7 @@ class TrainConfig:
         if self.cut_to is not None:
             if not 0 < self.cut_to <= 1:
                 raise ValueError(f"cut_to must be a fraction of the dense parameters in (0, 1], got {self.cut_to}")
-            if self.method not in ("svd-training", "posthoc"):
+            if not METHOD_TABLE[self.method].one_shot:
                 raise ValueError(f"cut_to sets the single cut of svd-training or posthoc; method is {self.method!r} "
                                  "(DPRP's size follows from energy, sparse and the schedule)")
         if not 0 <= self.energy < 1:

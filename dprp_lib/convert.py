@@ -43,11 +43,8 @@ def svdify(model: nn.Module, skip: Iterable[str] | Callable[[str, nn.Module], bo
 
 
 def _deployed_form(layer: SVDLayer) -> nn.Module:
-    """The cheaper plain-torch form of one factored layer.
-
-    The factored form folds s into U, so it stores r·(m + n) per group against m·n dense.
-    """
-    if layer.rank * (layer.m + layer.n) >= layer.m * layer.n:
+    """The cheaper plain-torch form of one factored layer (s folded into U)."""
+    if not layer.factored_is_cheaper:
         return layer.to_dense()
     U, s, V = (layer.grouped(t.detach()) for t in layer.factors())
     g, r, p = layer.groups, layer.rank, layer.U

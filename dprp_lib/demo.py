@@ -12,7 +12,8 @@ from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .convert import compact
 from .metrics import count_macs, format_table, rank_table
-from .train import fit, model_from_checkpoint
+from .runs import model_from_checkpoint
+from .train import fit
 
 
 def run_demo(dataset: str, data_dir="data", epochs: int = 4, per_class: int = 200, batch_size: int = 64,

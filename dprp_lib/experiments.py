@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from .config import TrainConfig
 from .data import default_dataset
+from . import runs
+from .methods import METHODS
+from .runs import Run, config_key, load_run
 from .train import fit
 
 MODES = ("smoke", "quick", "full")
@@ -36,27 +37,6 @@ SCRATCH = Path("build/runs")
 KEEP_CHECKPOINTS = {"06_dynamic_rank_pruning": {"dense", "dprp"}, "04_sorting": {"sort=0"}}
 CHAPTER_GRIDS = ("03_orthogonality", "04_sorting", "05_sparsity", "06_dynamic_rank_pruning", "07_ablations",
                  "08_resnet20_cifar10", "full-recipe", "full-calibration", "fast-path-parity")
-
-
-def config_key(config: TrainConfig) -> str:
-    return hashlib.sha1(json.dumps(config.result_fields(), sort_keys=True).encode()).hexdigest()[:12]
-
-
-@dataclass
-class Run:
-    config: TrainConfig
-    summary: dict
-    history: list
-    path: Path
-    loaded: bool  # True when read from committed results, False when trained now
-
-
-def load_run(path) -> Run:
-    path = Path(path)
-    config = TrainConfig.from_dict(json.loads((path / "config.json").read_text()))
-    summary = json.loads((path / "summary.json").read_text())
-    history = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
-    return Run(config, summary, history, path, loaded=True)
 
 
 def run_or_load(config: TrainConfig, results=None, scratch=None, log=print, data_dir=None) -> Run:
@@ -77,12 +57,8 @@ def run_or_load(config: TrainConfig, results=None, scratch=None, log=print, data
 
 
 def find_run(config: TrainConfig, results=None, scratch=None) -> Run | None:
-    """The finished run for exactly `config` in `results` or `scratch`, or None."""
-    key = config_key(config)
-    for root in (Path(results or RESULTS), Path(scratch or SCRATCH)):
-        if (root / key / "summary.json").is_file():
-            return load_run(root / key)
-    return None
+    """The finished run for exactly `config` in `results` (committed) or `scratch`, or None."""
+    return runs.find_run(config, results or RESULTS, scratch or SCRATCH)
 
 
 def run_grid(chapter: str, mode: str, device: str = "auto", results=None, scratch=None, log=print,
@@ -96,7 +72,7 @@ def describe(config: TrainConfig) -> str:
     parts = [f"{config.epochs} epochs"]
     if config.train_per_class:
         parts.append(f"{config.train_per_class} images a class")
-    if config.method in ("dprp", "svd-training"):
+    if METHODS[config.method].penalties:
         parts.append(f"orth={config.orth:g} sort={config.sort:g} sparse={config.sparse:g} ({config.sparse_kind})")
         parts.append(f"energy={config.energy:g}")
     parts.append(f"seed {config.seed}")
@@ -242,7 +218,7 @@ def full_set(base: TrainConfig, seeds=None) -> dict[str, TrainConfig]:
     for name, (change, names_seeds) in variants.items():
         for s in names_seeds:
             config = dataclasses.replace(base, seed=s, **change)
-            if config.method in ("svd-training", "posthoc"):
+            if METHODS[config.method].one_shot:
                 config = dataclasses.replace(config, cut_to=0.5)
             runs[f"resnet20 {name} | seed {s}"] = config
     return runs

@@ -83,14 +83,17 @@ class SVDLayer(nn.Module):
             raise ValueError(f"forward_mode must be one of {FORWARD_MODES}, got {mode!r}")
         self._forward_mode = mode
 
-    def uses_factored_forward(self) -> bool:
-        """True when this layer runs as two stages (n→r, then r→m) rather than one dense op.
+    @property
+    def factored_is_cheaper(self) -> bool:
+        """Two stages (s folded into U) cost r·(m + n) per group, in both weights and
+        multiply-accumulates per output position, against m·n for one dense op."""
+        return self.rank * (self.m + self.n) < self.m * self.n
 
-        "auto" picks the form with fewer multiply-accumulates per output position:
-        r·(m + n) for two stages against m·n dense, per group.
-        """
+    def uses_factored_forward(self) -> bool:
+        """True when this layer runs as two stages (n→r, then r→m) rather than one dense op;
+        "auto" picks the cheaper form."""
         if self._forward_mode == "auto":
-            return self.rank * (self.m + self.n) < self.m * self.n
+            return self.factored_is_cheaper
         return self._forward_mode == "factored"
 
     # --- rank changes -----------------------------------------------------------------

@@ -106,7 +106,7 @@ def rank_table(model: nn.Module) -> list[dict]:
             "break_even": round(layer.break_even_rank, 1),
             "dense_params": g * m * n,
             "factored_params": g * r * (m + n + 1),
-            "deployed_params": g * min(m * n, r * (m + n)),
+            "deployed_params": g * (r * (m + n) if layer.factored_is_cheaper else m * n),
             "forward": "factored" if layer.uses_factored_forward() else "dense",
         })
     return rows

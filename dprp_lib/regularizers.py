@@ -49,6 +49,7 @@ def layer_sorting(layer: SVDLayer) -> torch.Tensor:
 
 
 def layer_sparsity(layer: SVDLayer, kind: str = "l1") -> torch.Tensor:
+    check_sparse_kind(kind)
     a = layer.grouped(layer.s).abs()
     l1 = a.sum(-1)
     if kind == "l1":
@@ -56,9 +57,7 @@ def layer_sparsity(layer: SVDLayer, kind: str = "l1") -> torch.Tensor:
     l2 = a.square().sum(-1).add(_EPS).sqrt()
     if kind == "hoyer":
         return (l1 / l2).sum()
-    if kind == "hoyer_square":
-        return (l1.square() / l2.square()).sum()
-    raise ValueError(f"sparse_kind must be one of {SPARSE_KINDS}, got {kind!r}")
+    return (l1.square() / l2.square()).sum()  # hoyer_square
 
 
 def orthogonality(model: nn.Module) -> torch.Tensor:
@@ -73,9 +72,15 @@ def sorting(model: nn.Module) -> torch.Tensor:
 
 def sparsity(model: nn.Module, kind: str = "l1") -> torch.Tensor:
     """Σ over factored layers of the chosen sparsity measure of s."""
+    check_sparse_kind(kind)
+    return _total((layer_sparsity(m, kind) for m in _layers(model)), model)
+
+
+def check_sparse_kind(kind) -> str:
+    """One of SPARSE_KINDS, or a ValueError naming them."""
     if kind not in SPARSE_KINDS:
         raise ValueError(f"sparse_kind must be one of {SPARSE_KINDS}, got {kind!r}")
-    return _total((layer_sparsity(m, kind) for m in _layers(model)), model)
+    return kind
 
 
 def check_weight(value, name: str) -> float:
@@ -100,9 +105,7 @@ class Regularizer:
         self.orth = check_weight(orth, "orth")
         self.sort = check_weight(sort, "sort")
         self.sparse = check_weight(sparse, "sparse")
-        if sparse_kind not in SPARSE_KINDS:
-            raise ValueError(f"sparse_kind must be one of {SPARSE_KINDS}, got {sparse_kind!r}")
-        self.sparse_kind = sparse_kind
+        self.sparse_kind = check_sparse_kind(sparse_kind)
 
     def __call__(self, model: nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         parts = {

@@ -2,14 +2,8 @@
 
     summary = fit(TrainConfig(method="dprp", model="resnet20", dataset="cifar10", epochs=164))
 
-Methods (same recipe, same data order, same initial function for all):
-- dense: the plain network.
-- dprp: factored from the start; the three penalties; ranks cut during training by the
-  energy rule on a PruneSchedule; no separate fine-tuning stage.
-- svd-training (Yang et al. 2020): factored; penalties; one energy cut after `epochs`
-  (largest values kept), then `finetune_epochs` without the sparsity penalty.
-- posthoc: the dense network trained as usual, then factored by SVD and cut by the same
-  energy rule, then `finetune_epochs` of plain fine-tuning (0: none).
+The methods (dense, dprp, svd-training, posthoc) share the recipe, the data order and the
+initial function; what differs between them is declared once, in `methods.METHODS`.
 svd-training and posthoc can choose their one cut's energy to reach a deployed size
 (`cut_to`), so they can be compared with DPRP at equal size.
 
@@ -24,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import math
 import os
 import subprocess
@@ -37,15 +30,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from .checkpoint import load_checkpoint, load_model_state
 from .config import TrainConfig
 from .convert import svdify
 from .data import BatchLoader, load_dataset
 from .layers import svd_layers
+from .methods import METHODS
 from .metrics import count_macs, count_params, deployed_params, order_violations, spectrum_gap
 from .models import build_model
 from .pruning import PruneSchedule, energy_for_size, prune_ranks
 from .regularizers import Regularizer
+from .runs import RunFolder
 
 
 class NonFiniteLoss(RuntimeError):
@@ -229,27 +224,20 @@ def resolve_device(name: str, ddp: Distributed) -> torch.device:
     return torch.device("cpu")
 
 
+def bf16_is_fast(device: str = "auto") -> bool:
+    """True where bf16 autocast has native support: a CUDA GPU with bf16, or a CPU with
+    AVX512-BF16/AMX through oneDNN (measured here: about 2× the images/s of float32)."""
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    if device == "cuda":
+        return False
+    try:
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):
+        return False
+
+
 # --- checkpoints -----------------------------------------------------------------------------
-def model_from_checkpoint(ckpt: dict) -> nn.Module:
-    """Rebuild the model a checkpoint of `fit` holds (architecture, factoring, ranks, weights)."""
-    config = TrainConfig.from_dict({**ckpt["config"], "resume": False})
-    model = build_model(config.model, ckpt["num_classes"], config.width)
-    if ckpt["factored"]:
-        svdify(model, skip=config.skip)
-    return load_model_state(model, ckpt["model"])
-
-
-def _write_jsonl(path: Path, rows) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
-
-
-def _append_jsonl(path: Path, row) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
 # --- the run ---------------------------------------------------------------------------------
 def fit(config: TrainConfig, on_epoch_end=None) -> dict:
     """Train as `config` says; return the summary (also written to out_dir/summary.json).
@@ -272,14 +260,14 @@ def fit(config: TrainConfig, on_epoch_end=None) -> dict:
 
 
 def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_end) -> dict:
-    out = Path(config.out_dir)
-    ckpt_path = out / "checkpoint.pt"
+    folder = RunFolder(config.out_dir)
+    ckpt_path = folder.checkpoint
     code = code_version()  # the code this process trains with, recorded in the summary
     if ddp.main:
         if ckpt_path.exists() and not config.resume:
-            raise RunExists(f"{out} already holds a run (checkpoint.pt): pass resume=True to continue "
-                            "it, or choose another out_dir")
-        out.mkdir(parents=True, exist_ok=True)
+            raise RunExists(f"{folder.path} already holds a run (checkpoint.pt): pass resume=True to "
+                            "continue it, or choose another out_dir")
+        folder.path.mkdir(parents=True, exist_ok=True)
     ddp.barrier()
 
     # Data: rank 0 decodes into the cache first, the others read it.
@@ -312,33 +300,35 @@ def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_e
     # Every fraction is of the full-width dense network (a thin control is measured against it too).
     reference = model if config.width == 1 else build_model(config.model, data.num_classes).to(device)
     dense_params, dense_macs = count_params(reference), count_macs(reference, input_size)
-    factored = config.method in ("dprp", "svd-training")
+    method = METHODS[config.method]
+    factored = method.factored  # becomes True for posthoc at its cut
     if factored:
         svdify(model, skip=config.skip)
-    regularizer = Regularizer(config.orth, config.sort, config.sparse, config.sparse_kind) if factored else None
+    regularizer = Regularizer(config.orth, config.sort, config.sparse, config.sparse_kind) if method.penalties else None
     schedule = PruneSchedule(config.prune_warmup, config.prune_every, config.prune_stop)
-    one_shot = config.method in ("svd-training", "posthoc")  # a single cut, then fine-tuning
-    total_epochs = config.epochs + (config.finetune_epochs if one_shot else 0)
+    total_epochs = config.epochs + (config.finetune_epochs if method.one_shot else 0)
 
-    start_epoch, history, finished_posthoc = 0, [], False
+    def cut_is_due(epoch: int) -> bool:
+        return schedule.due(epoch) if method.cuts == "scheduled" else method.one_shot and epoch == config.epochs
+
+    start_epoch, history = 0, []
     if config.resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, map_location=device)
         _check_same_run(config, ckpt["config"])
-        if ckpt["factored"] and not factored:  # posthoc's final, factored model
+        if ckpt["factored"] and not factored:  # posthoc after its cut
             svdify(model, skip=config.skip)
-            finished_posthoc = True
+            factored = True
         load_model_state(model, ckpt["model"])
         start_epoch, history = ckpt["epoch"], ckpt["history"]
     optimizer = make_optimizer(config, model)
     if start_epoch:
         optimizer.load_state_dict(ckpt["optimizer"])
-        if config.method == "svd-training" and start_epoch >= config.epochs:
+        if method.one_shot and start_epoch >= config.epochs and not method.sparse_after_cut:
             regularizer.sparse = 0.0
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     if ddp.main:
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        _write_jsonl(out / "metrics.jsonl", history)
+        folder.start(config, history)
 
     amp = config.amp
     def autocast():
@@ -367,38 +357,30 @@ def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_e
                 f"stopped. The last good checkpoint ({ckpt_path}, epoch {epoch - 1}) is kept: "
                 "lower lr or the penalty weights and resume")
 
-        cut = (config.method == "dprp" and schedule.due(epoch)) or (
-            config.method == "svd-training" and epoch == config.epochs)
         pruned = {}
-        if cut:
+        if cut_is_due(epoch):
             # DDP's reducer holds each parameter's gradient accumulator, which remembers the
             # parameter's shape: drop it before shapes change, and wrap the model anew after.
             wrapped = None
             gc.collect()
             row[f"{watched}_acc_before_cut"] = _evaluate(model, watch, ddp, autocast, watched)[f"{watched}_acc"]
-            # svd-training (Yang et al.): one cut keeping the largest values, then fine-tuning
-            # without the sparsity penalty.
-            reorder = config.reorder if config.method == "dprp" else True
+            if method.factor_at_cut:
+                svdify(model, skip=config.skip)
+                if config.channels_last:
+                    model.to(memory_format=torch.channels_last)
+            reorder = method.reorder(config.reorder)
             energy = _cut_energy(config, model, dense_params, reorder)
-            pruned = _prune(model, optimizer, energy, config.min_rank, reorder, ddp)
-            if config.method == "svd-training":
+            pruned = _prune(model, None if method.factor_at_cut else optimizer, energy, config.min_rank, reorder, ddp)
+            if method.factor_at_cut:
+                optimizer = make_optimizer(config, model)  # over the factors; the checkpoint holds them
+                factored = True
+            if method.one_shot:
                 row["cut_energy"] = energy
-            if config.method == "svd-training":
+            if not method.sparse_after_cut:
                 regularizer.sparse = 0.0
             wrapped = _wrap(model, config, ddp, device)
 
         row.update(_evaluate(model, watch, ddp, autocast, watched))
-        if config.method == "posthoc" and epoch == config.epochs:
-            row[f"{watched}_acc_before_cut"] = row[f"{watched}_acc"]
-            svdify(model, skip=config.skip)
-            if config.channels_last:
-                model.to(memory_format=torch.channels_last)
-            row["cut_energy"] = _cut_energy(config, model, dense_params, True)
-            pruned = _prune(model, None, row["cut_energy"], config.min_rank, True, ddp)
-            optimizer = make_optimizer(config, model)  # the checkpoint holds the factored model
-            finished_posthoc = True
-            wrapped = _wrap(model, config, ddp, device)
-            row.update(_evaluate(model, watch, ddp, autocast, watched))
         if watch is not test and epoch == total_epochs:
             row.update(_evaluate(model, test, ddp, autocast, "test"))
         elapsed += time.perf_counter() - t0
@@ -406,14 +388,12 @@ def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_e
                    time=round(elapsed, 3), epoch_time=round(time.perf_counter() - t0, 3))
         history.append(row)
         if ddp.main:
-            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                            epoch=epoch, history=history, config=config.to_dict(),
-                            factored=factored or finished_posthoc, num_classes=data.num_classes,
-                            normalization={"mean": mean, "std": std})
-            _append_jsonl(out / "metrics.jsonl", row)
+            folder.end_epoch(row, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
+                             history=history, config=config.to_dict(), factored=factored,
+                             num_classes=data.num_classes, normalization={"mean": mean, "std": std})
         ddp.barrier()
         if bar is not None:
-            bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.3f}", acc=f"{row['test_acc']:.3f}")
+            bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.3f}", **{watched: f"{row[f'{watched}_acc']:.3f}"})
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
     if bar is not None:
@@ -421,7 +401,7 @@ def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_e
 
     summary = _summary(config, data, history, dense_params, dense_macs, device, ddp, model, code)
     if ddp.main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        folder.finish(summary)
     return summary
 
 
@@ -473,7 +453,7 @@ def _sizes(model: nn.Module, input_size) -> dict:
 
 def _summary(config, data, history, dense_params, dense_macs, device, ddp, model, code) -> dict:
     last = history[-1]
-    one_shot = config.method in ("svd-training", "posthoc")
+    one_shot = METHODS[config.method].one_shot
     ranks = last["ranks"]
     summary = {
         "method": config.method, "model": config.model, "dataset": data.label,

@@ -6,7 +6,7 @@ import torch
 
 import dprp_lib as dprp
 import dprp_lib.__main__ as cli
-from dprp_lib.train import model_from_checkpoint
+from dprp_lib.runs import model_from_checkpoint
 from test_train import ROOT, small
 
 sys.path.insert(0, str(ROOT / "benchmarks"))

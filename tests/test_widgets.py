@@ -2,7 +2,8 @@
 import torch
 
 from dprp_lib.config import TrainConfig
-from dprp_lib.experiments import Run, aggregate
+from dprp_lib.experiments import aggregate
+from dprp_lib.runs import Run
 from dprp_lib.widgets import GridExplorer, RankExplorer, SweepExplorer
 
 
