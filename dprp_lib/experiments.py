@@ -229,16 +229,20 @@ def variant_of(name: str) -> str:
     return name.split(" | ")[0]
 
 
-def launch(configs: dict[str, TrainConfig], results, parallel: int, log=print, threads=None) -> dict[str, int]:
-    """Train every config not yet in `results`, `parallel` processes at a time, each with
-    `threads` torch threads (default: the cores shared out); {name: exit code}."""
+def launch(configs: dict[str, TrainConfig], results, parallel: int, log=print, threads=None,
+           limit: int | None = None) -> dict[str, int]:
+    """Train every config not yet in `results` (the first `limit` of them, if given), `parallel`
+    processes at a time, each with `threads` torch threads (default: the cores shared out);
+    {name: exit code}."""
     results = Path(results)
-    pending = [(n, c) for n, c in configs.items() if find_run(c, results, results) is None]
+    missing = [(n, c) for n, c in configs.items() if find_run(c, results, results) is None]
+    pending = missing[:limit]
     threads = threads or max(1, (os.cpu_count() or 1) // max(parallel, 1))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     running, codes = [], {}
-    log(f"{len(configs) - len(pending)} of {len(configs)} runs already in {results}; "
-        f"training {len(pending)}, {parallel} at a time")
+    log(f"{len(configs) - len(missing)} of {len(configs)} runs already in {results}; "
+        f"training {len(pending)}{f' of the {len(missing)} missing' if len(pending) < len(missing) else ''}, "
+        f"{parallel} at a time")
     t0 = time.perf_counter()
     while pending or running:
         while pending and len(running) < parallel:
@@ -340,6 +344,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per training process (default: the cores shared among --parallel); "
                         "on CPU, 1 thread a process gives the most images/s")
+    p.add_argument("--max-runs", type=int, default=None, help="train at most this many of the runs still missing, "
+                   "in order (with --parallel or --threads)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (recorded in each run)")
     p.add_argument("--compile", action="store_true", help="torch.compile (recorded in each run)")
     p.add_argument("--dataset", default=None, help="cifar10 (official, downloaded) or cifar10-mirror; "
@@ -361,7 +367,7 @@ def main(argv=None) -> int:
     keep = {config_key(grid(ch, args.mode)[name]) for ch, names in KEEP_CHECKPOINTS.items() for name in names}
     t0 = time.perf_counter()
     if args.parallel > 1 or args.threads:
-        codes = launch(runs, args.results, args.parallel, threads=args.threads)
+        codes = launch(runs, args.results, args.parallel, threads=args.threads, limit=args.max_runs)
         failed = [n for n, c in codes.items() if c != 0]
     else:
         failed = []

@@ -66,11 +66,13 @@ def svd_geometry(matrix) -> Figure:
 
 def singular_values(spectra: dict, normalise: bool = True, log: bool = True,
                     title: str = "singular values") -> Figure:
-    """One curve per labelled spectrum; x is the index i, y is s_i (÷ s_1 if normalise)."""
+    """One curve per labelled spectrum; x is the index i, y is |s_i| (÷ |s_1| if normalise), in the
+    order the layer stores them: an unsorted spectrum shows as unsorted (sort it yourself to
+    compare shapes)."""
     with _style():
         fig, (ax,) = _figure(width=6, height=3.6)
         for label, s in spectra.items():
-            s = np.sort(np.abs(_np(s)).ravel())[::-1]
+            s = np.abs(_np(s)).ravel()
             ax.plot(np.arange(1, len(s) + 1), s / s[0] if normalise else s, label=label, lw=1.5)
         ax.set(xlabel="index i", ylabel="s_i / s_1" if normalise else "s_i", title=title)
         if log:

@@ -157,9 +157,10 @@ def markdown(report: dict) -> str:
     total = sum(len(r["seeds"]) for r in rows)
     head = (f"{report['dataset'] or 'CIFAR-10'}, ResNet-20, {rows[0]['epochs']} epochs on "
             f"{rows[0]['train_images']:,} training images (5,000 held out for validation), "
-            f"{rows[0]['test_images']:,} test images; bf16 autocast: {rows[0]['amp']}; device: {rows[0]['device']}. "
-            if rows else "")
-    text = [head + f"{total} runs committed, {len(report['missing'])} still missing. Accuracy changes are in "
+            f"{rows[0]['test_images']:,} test images, {'bf16 autocast' if rows[0]['amp'] == 'bf16' else 'float32'}, "
+            f"device: {rows[0]['device']}. " if rows else "")
+    text = [head + f"{total} run{'s' if total != 1 else ''} committed, {len(report['missing'])} still missing. "
+            "Accuracy changes are in "
             "percentage points, per seed against the dense run of the same seed.", "", markdown_table(display_rows(report)), ""]
     for v in target_verdicts(report).values():
         text.append(f"- {v['text']}: **{v['status']}**" + (f" (by {', '.join(v['met_by'])})" if v["met_by"] else ""))

@@ -60,8 +60,9 @@ def test_svd_training_preset_fine_tunes_within_the_same_length():
 def test_launch_trains_in_parallel_processes_then_collects(tmp_path, monkeypatch):
     configs = {f"tiny | seed {s}": dataclasses.replace(small(tmp_path), epochs=1, seed=s) for s in (0, 1)}
     lines = []
-    codes = E.launch(configs, tmp_path / "results", parallel=2, log=lines.append)
-    assert codes == {"tiny | seed 0": 0, "tiny | seed 1": 0}
+    assert E.launch(configs, tmp_path / "results", parallel=2, log=lines.append, limit=1) == {"tiny | seed 0": 0}
+    assert "training 1 of the 2 missing" in lines[0]
+    assert E.launch(configs, tmp_path / "results", parallel=2, log=lines.append) == {"tiny | seed 1": 0}
     assert E.launch(configs, tmp_path / "results", parallel=2, log=lines.append) == {}  # nothing left to do
     assert "2 of 2 runs already" in lines[-1]
     monkeypatch.setattr(E, "grid", lambda chapter, mode, dataset=None: configs)
