@@ -18,26 +18,8 @@ import torch
 from torch import nn
 
 from .layers import SVDLayer, svd_layers
+from .lowrank import check_energy, energy_rank
 from .metrics import deployed_params
-
-
-def check_energy(energy) -> float:
-    if isinstance(energy, bool) or not isinstance(energy, (int, float)):
-        raise TypeError(f"energy must be a number, got {type(energy).__name__}")
-    if not 0 <= energy < 1:
-        raise ValueError(f"energy must be in [0, 1) (the fraction of Σ s² a cut may drop), got {energy}")
-    return float(energy)
-
-
-def energy_rank(s: torch.Tensor, energy: float) -> int:
-    """Smallest k whose leading k entries of s (index order) hold (1 − energy) of Σ s².
-
-    `s` may be g×r (one row per group); the largest k over the groups is returned.
-    """
-    e = s.detach().to(torch.float64).reshape(-1, s.shape[-1]).square().cumsum(-1)
-    total = e[:, -1:]
-    needed = (e < (1.0 - energy) * total).sum(-1) + 1
-    return int(needed.clamp(max=s.shape[-1]).max())
 
 
 def _directions_to_keep(layer: SVDLayer, energy: float, min_rank: int, reorder: bool):
