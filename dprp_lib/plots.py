@@ -74,7 +74,7 @@ def singular_values(spectra: dict, normalise: bool = True, log: bool = True,
         for label, s in spectra.items():
             s = np.abs(_np(s)).ravel()
             ax.plot(np.arange(1, len(s) + 1), s / s[0] if normalise else s, label=label, lw=1.5)
-        ax.set(xlabel="index i", ylabel="s_i / s_1" if normalise else "s_i", title=title)
+        ax.set(xlabel="index i", ylabel="|s_i| / |s_1|" if normalise else "|s_i|", title=title)
         if log:
             ax.set_yscale("log")
         if len(spectra) > 1:

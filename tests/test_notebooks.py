@@ -54,6 +54,7 @@ def claims_03(m):
     if m["mode"] != "smoke":
         assert m["final_orth"]["orth=1"] < m["final_orth"]["orth=0"] / 2
         assert m["final_spectrum_gap"]["orth=1"] < m["final_spectrum_gap"]["orth=0"]
+    assert set(m["acc_lost_at_cuts"]) == set(m["final_orth"])  # the reading's check is computed for every run
 
 
 def claims_04(m):
@@ -62,6 +63,9 @@ def claims_04(m):
     if m["mode"] != "smoke":  # two smoke epochs are too few for the penalty to act
         assert v["sort=1"] < v["sort=0"] / 2  # the sorting penalty keeps s sorted
         assert r["sort=1"] < r["sort=0"]  # and the same ε then cuts deeper
+    if m["mode"] == "quick":  # the reading names the run that lost most at its cuts: the deepest cutter
+        lost = m["acc_lost_at_cuts"]
+        assert max(lost, key=lost.get) == min(r, key=r.get) == "sort=1"
 
 
 def claims_05(m):
