@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 import dprp_lib as dprp
 from dprp_lib.data import BatchLoader
+from dprp_lib.train import resolve_device
 
 
 def sync(device):
@@ -83,8 +84,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     torch.manual_seed(0)
     b = args.batch_size
     x = torch.randn(b, 3, 32, 32, device=device)

@@ -142,7 +142,30 @@ class SVDLayer(nn.Module):
             self._resize_rank(s.shape[-1])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    # --- construction -----------------------------------------------------------------
+    # --- construction and conversion ------------------------------------------------------
+    DENSE: type = nn.Module  # the plain torch layer this class factors
+    DENSE_ARG = "layer"      # its argument's name in error messages
+
+    @classmethod
+    def from_dense(cls, layer: nn.Module, rank: int | None = None) -> "SVDLayer":
+        """The exact SVD of a plain `layer` (same outputs), optionally keeping only `rank` directions."""
+        if type(layer) is not cls.DENSE:
+            raise TypeError(f"{cls.DENSE_ARG} must be a torch.nn.{cls.DENSE.__name__}, got {type(layer).__name__}")
+        new = cls.__new__(cls)
+        SVDLayer.__init__(new)
+        new._configure(layer)
+        new._factorize(layer.weight, layer.bias, rank)
+        return new
+
+    def to_dense(self) -> nn.Module:
+        """A plain torch layer computing the same function."""
+        dense = self._empty_dense()
+        with torch.no_grad():
+            dense.weight.copy_(self.weight)
+            if self.bias is not None:
+                dense.bias.copy_(self.bias)
+        return dense
+
     def _factorize(self, weight: torch.Tensor, bias: torch.Tensor | None, rank: int | None) -> None:
         """Set U, s, V from the exact float64 SVD of `weight`, keeping `rank` directions."""
         w = weight.detach().to(torch.float64).reshape(self.groups, weight.shape[0] // self.groups, -1)
@@ -161,17 +184,14 @@ class SVDLayer(nn.Module):
         self._forward_mode = "auto"
 
 
-def _check_dense(layer, expected: type, name: str) -> None:
-    if type(layer) is not expected:
-        raise TypeError(f"{name} must be a torch.nn.{expected.__name__}, got {type(layer).__name__}")
-
-
 class SVDConv2d(SVDLayer):
     """A Conv2d whose filter bank is stored as U · diag(s) · Vᵀ (one factorization per group).
 
     Takes nn.Conv2d's arguments, plus `rank` (default: full rank). A fresh layer is the exact
     SVD of a freshly initialised nn.Conv2d, so both start from the same function.
     """
+
+    DENSE, DENSE_ARG = nn.Conv2d, "conv"
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", rank=None, device=None, dtype=None):
@@ -181,16 +201,6 @@ class SVDConv2d(SVDLayer):
                           groups, bias, padding_mode, device=device, dtype=dtype)
         self._configure(dense)
         self._factorize(dense.weight, dense.bias, rank)
-
-    @classmethod
-    def from_dense(cls, conv: nn.Conv2d, rank: int | None = None) -> "SVDConv2d":
-        """The exact SVD of `conv` (same outputs), optionally keeping only `rank` directions."""
-        _check_dense(conv, nn.Conv2d, "conv")
-        layer = cls.__new__(cls)
-        SVDLayer.__init__(layer)
-        layer._configure(conv)
-        layer._factorize(conv.weight, conv.bias, rank)
-        return layer
 
     def _configure(self, conv: nn.Conv2d) -> None:
         for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding",
@@ -229,17 +239,10 @@ class SVDConv2d(SVDLayer):
         second = (U * s.unsqueeze(-2)).reshape(self.out_channels, self.rank, 1, 1)
         return F.conv2d(h, second, self.bias, groups=self.groups)
 
-    def to_dense(self) -> nn.Conv2d:
-        """A plain nn.Conv2d computing the same function."""
-        p = self.U
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+    def _empty_dense(self) -> nn.Conv2d:
+        return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
                          self.padding, self.dilation, self.groups, self.bias is not None,
-                         self.padding_mode, device=p.device, dtype=p.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(self.weight)
-            if self.bias is not None:
-                conv.bias.copy_(self.bias)
-        return conv
+                         self.padding_mode, device=self.U.device, dtype=self.U.dtype)
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -260,21 +263,13 @@ class SVDConv2d(SVDLayer):
 class SVDLinear(SVDLayer):
     """A Linear layer whose weight is stored as U · diag(s) · Vᵀ."""
 
+    DENSE, DENSE_ARG = nn.Linear, "linear"
+
     def __init__(self, in_features, out_features, bias=True, rank=None, device=None, dtype=None):
         super().__init__()
         dense = nn.Linear(in_features, out_features, bias, device=device, dtype=dtype)
         self._configure(dense)
         self._factorize(dense.weight, dense.bias, rank)
-
-    @classmethod
-    def from_dense(cls, linear: nn.Linear, rank: int | None = None) -> "SVDLinear":
-        """The exact SVD of `linear` (same outputs), optionally keeping only `rank` directions."""
-        _check_dense(linear, nn.Linear, "linear")
-        layer = cls.__new__(cls)
-        SVDLayer.__init__(layer)
-        layer._configure(linear)
-        layer._factorize(linear.weight, linear.bias, rank)
-        return layer
 
     def _configure(self, linear: nn.Linear) -> None:
         self.in_features, self.out_features = linear.in_features, linear.out_features
@@ -289,16 +284,9 @@ class SVDLinear(SVDLayer):
             return F.linear(x, self.weight, self.bias)
         return F.linear(F.linear(x, self.V.t()) * self.s, self.U, self.bias)
 
-    def to_dense(self) -> nn.Linear:
-        """A plain nn.Linear computing the same function."""
-        p = self.U
-        linear = nn.Linear(self.in_features, self.out_features, self.bias is not None,
-                           device=p.device, dtype=p.dtype)
-        with torch.no_grad():
-            linear.weight.copy_(self.weight)
-            if self.bias is not None:
-                linear.bias.copy_(self.bias)
-        return linear
+    def _empty_dense(self) -> nn.Linear:
+        return nn.Linear(self.in_features, self.out_features, self.bias is not None,
+                         device=self.U.device, dtype=self.U.dtype)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .experiments import MODES
+from .train import resolve_device
 
 
 def setup(mode: str, seed: int = 0, device: str = "auto") -> torch.device:
@@ -19,9 +20,7 @@ def setup(mode: str, seed: int = 0, device: str = "auto") -> torch.device:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"mode {mode}, seed {seed}, device {name}, torch {torch.__version__}, Python {platform.python_version()}")
     return dev

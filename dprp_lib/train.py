@@ -213,7 +213,11 @@ class Distributed:
         return out
 
 
-def resolve_device(name: str, ddp: Distributed) -> torch.device:
+def resolve_device(name: str, ddp: Distributed | None = None) -> torch.device:
+    """"auto" (CUDA when available, else CPU), "cpu" or "cuda" (this process's GPU under torchrun)."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+    ddp = ddp or Distributed()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
