@@ -190,13 +190,18 @@ def recipe_markdown(results=None, dataset=None) -> str:
     return markdown_table(rows) + "\n"
 
 
-def calibration_markdown(results=None, dataset=None) -> str:
-    """Every ε tried for DPRP (seed 0): the deployed size it reached, and its validation accuracy."""
-    rows = _summary_rows("full-calibration", results, dataset, lambda c, s: {
+def calibration_rows(results=None, dataset=None) -> list[dict]:
+    """Every ε tried for DPRP (seed 0): the deployed size it reached, its validation accuracy
+    (what the choice reads) and its test accuracy (reported, not used to choose)."""
+    return _summary_rows("full-calibration", results, dataset, lambda c, s: {
         "ε": f"{c.energy:g}", "deployed/dense": f"{s['deployed_fraction']:.1%}" if s else "not run yet",
         "total rank": f"{s['total_rank']}/{s['full_rank']}" if s else "—", "validation acc %": _pct(s, "val_acc"),
-        "operating point": ", ".join(p for p, e in DPRP_POINTS.items() if e == c.energy)})
-    return markdown_table(rows) + "\n"
+        "test acc %": _pct(s, "test_acc"),
+        "estimate for": ", ".join(p for p, e in DPRP_POINTS.items() if e == c.energy)})
+
+
+def calibration_markdown(results=None, dataset=None) -> str:
+    return markdown_table(calibration_rows(results, dataset)) + "\n"
 
 
 def parity_markdown(results=None, dataset=None) -> str:
