@@ -17,11 +17,6 @@ import sys
 from pathlib import Path
 
 
-def _checkpoint_path(path: str) -> Path:
-    p = Path(path)
-    return p / "checkpoint.pt" if p.is_dir() else p
-
-
 def cmd_train(args) -> int:
     from .config import TrainConfig
     from .train import bf16_is_fast, fit
@@ -44,17 +39,15 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import torch
 
-    from .checkpoint import load_checkpoint
-    from .config import TrainConfig
     from .data import BatchLoader, load_dataset
     from .metrics import count_params, deployed_params
-    from .runs import model_from_checkpoint
+    from .runs import open_run
     from .train import evaluate
 
-    ckpt = load_checkpoint(_checkpoint_path(args.run))
-    config = TrainConfig.from_dict({**ckpt["config"], "resume": False})
+    run = open_run(args.run)
+    config, ckpt = run.config, run.checkpoint()
     device = torch.device(args.device)
-    model = model_from_checkpoint(ckpt).to(device)
+    model = run.model().to(device)
     data = load_dataset(config.dataset, args.data_dir or config.data_dir, config.data_source)
     data = data.subset(None, config.test_per_class)
     norm = ckpt["normalization"]  # the training images' statistics, as in training
@@ -69,15 +62,14 @@ def cmd_eval(args) -> int:
 def cmd_compact(args) -> int:
     import torch
 
-    from .checkpoint import load_checkpoint
     from .convert import compact
     from .metrics import count_params
-    from .runs import model_from_checkpoint
+    from .runs import open_run
 
-    ckpt = load_checkpoint(_checkpoint_path(args.run))
-    model = model_from_checkpoint(ckpt).eval()
+    run = open_run(args.run)
+    model = run.model().eval()
     small = compact(model).eval()
-    channels = 1 if ckpt["config"]["dataset"] == "fashion-mnist" else 3
+    channels = 1 if run.config.dataset == "fashion-mnist" else 3
     size = 28 if channels == 1 else 32
     example = (torch.zeros(2, channels, size, size),)
     batch = torch.export.Dim("batch", min=1)

@@ -5,14 +5,12 @@ every epoch, and reports the per-layer ranks and the sizes before and after.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 
-from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .convert import compact
 from .metrics import count_macs, format_table, rank_table
-from .runs import model_from_checkpoint
+from .runs import load_run
 from .train import fit
 
 
@@ -34,8 +32,8 @@ def run_demo(dataset: str, data_dir="data", epochs: int = 4, per_class: int = 20
                 f"test acc {row['test_acc']:.1%}  orth {row['orth']:.2e}  sort {row['sort']:.2e}  "
                 f"total rank {sum(row['ranks'].values())}  ({row['epoch_time']:.1f} s)")
         summary = fit(config, on_epoch_end=report)
-        model = model_from_checkpoint(load_checkpoint(f"{out}/checkpoint.pt"))
-        history = [json.loads(line) for line in open(f"{out}/metrics.jsonl")]
+        run = load_run(out)
+        model, history = run.model(), run.history
 
     table = rank_table(model)
     log(f"\ndata: {summary['dataset']}, {summary['train_images']} training and "

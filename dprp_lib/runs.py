@@ -64,10 +64,11 @@ class Run:
     history: list
     path: Path
     loaded: bool = True  # True when read from disk as found, False when trained just now
+    checkpoint_file: Path | None = None  # default: path / checkpoint.pt
 
     def checkpoint(self, map_location="cpu") -> dict:
         """The run's last checkpoint (committed only where a chapter needs the weights)."""
-        return load_checkpoint(self.path / CHECKPOINT, map_location)
+        return load_checkpoint(self.checkpoint_file or self.path / CHECKPOINT, map_location)
 
     def model(self, map_location="cpu") -> nn.Module:
         """The trained model, rebuilt from the checkpoint (architecture, factoring, ranks, weights)."""
@@ -83,6 +84,18 @@ def load_run(path) -> Run:
     summary = json.loads((path / SUMMARY).read_text())
     history = [json.loads(line) for line in (path / METRICS).read_text().splitlines()]
     return Run(config, summary, history, path)
+
+
+def open_run(path) -> Run:
+    """A run from its folder, finished or not, or from a checkpoint file (the command line's way
+    in); an unfinished run has an empty summary and the history its checkpoint holds."""
+    path = Path(path)
+    if path.is_dir() and (path / SUMMARY).is_file():
+        return load_run(path)
+    file = path / CHECKPOINT if path.is_dir() else path
+    ckpt = load_checkpoint(file)
+    config = TrainConfig.from_dict({**ckpt["config"], "resume": False})
+    return Run(config, {}, ckpt["history"], file.parent, checkpoint_file=file)
 
 
 def find_run(config: TrainConfig, *roots) -> Run | None:

@@ -6,7 +6,7 @@ import torch
 
 import dprp_lib as dprp
 import dprp_lib.__main__ as cli
-from dprp_lib.runs import model_from_checkpoint
+from dprp_lib.runs import open_run
 from test_train import ROOT, small
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -27,7 +27,7 @@ def test_train_eval_compact_report(tmp_path, capsys):
 
     assert cli.main(["compact", str(run), "-o", str(tmp_path / "small.pt2")]) == 0
     program = torch.export.load(tmp_path / "small.pt2").module()
-    model = model_from_checkpoint(torch.load(run / "checkpoint.pt", weights_only=True)).eval()
+    model = open_run(run).model().eval()
     x = torch.randn(3, 3, 32, 32)
     torch.testing.assert_close(program(x), model(x), rtol=1e-4, atol=1e-4)
     assert sum(p.numel() for p in program.parameters()) == dprp.deployed_params(model)

@@ -69,8 +69,8 @@ def test_same_seed_gives_the_same_metrics(reference, tmp_path):
 
 def test_final_checkpoint_reloads_into_a_fresh_model(reference):
     cfg, summary, _ = reference
-    ckpt = torch.load(Path(cfg.out_dir) / "checkpoint.pt", weights_only=True)
-    model = dprp.runs.model_from_checkpoint(ckpt)
+    run = dprp.runs.load_run(cfg.out_dir)
+    ckpt, model = run.checkpoint(), run.model()
     assert {n: l.rank for n, l in dprp.svd_layers(model)} == summary["ranks"]
     data = dprp.data.load_dataset("cifar10-mirror", DATA_DIR).subset(None, 20)
     norm = ckpt["normalization"]
