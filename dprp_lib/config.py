@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data import DATASETS
+from .lowrank import check_energy
 from .methods import METHODS as METHOD_TABLE
 from .models import MODELS
 from .regularizers import SPARSE_KINDS
@@ -123,8 +124,7 @@ class TrainConfig:
             if not METHOD_TABLE[self.method].one_shot:
                 raise ValueError(f"cut_to sets the single cut of svd-training or posthoc; method is {self.method!r} "
                                  "(DPRP's size follows from energy, sparse and the schedule)")
-        if not 0 <= self.energy < 1:
-            raise ValueError(f"energy must be in [0, 1), got {self.energy}")
+        check_energy(self.energy)
         if self.epochs == 0:
             raise ValueError("epochs must be >= 1 (svd-training cuts once at the end of its main epochs)")
         if not all(isinstance(m, (int, float)) and 0 < m < 1 for m in self.milestones):
