@@ -2,7 +2,7 @@
 
     train    CONFIG.json [--set key=value ...]   train as the config says (configs/ has the paper's settings)
     eval     RUN_DIR|CHECKPOINT                  test accuracy of a run's checkpoint
-    compact  RUN_DIR|CHECKPOINT -o FILE          export the deployed model (torch.export, no dprp_lib needed to load)
+    compact  RUN_DIR|CHECKPOINT -o FILE.onnx|.pt2 export the deployed model (ONNX or torch.export; no dprp_lib needed to load)
     report   RUN_DIR [RUN_DIR ...]               a table of runs' summaries
     demo                                         a one-minute DPRP run on a small real subset
 
@@ -62,25 +62,29 @@ def cmd_eval(args) -> int:
 def cmd_compact(args) -> int:
     import torch
 
-    from .convert import compact
+    from .deploy import EXPORT_FORMATS, deploy, export
     from .metrics import count_params
     from .runs import open_run
 
-    run = open_run(args.run)
-    model = run.model().eval()
-    small = compact(model).eval()
+    out = Path(args.output)
+    if out.suffix not in EXPORT_FORMATS:
+        formats = ", ".join(EXPORT_FORMATS)
+        print(f"error: cannot export to {out}: the format comes from the suffix, one of {formats}", file=sys.stderr)
+        return 2
+    try:
+        run = open_run(args.run)
+        model = run.model().eval()
+    except (ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     channels = 1 if run.config.dataset == "fashion-mnist" else 3
     size = 28 if channels == 1 else 32
-    example = (torch.zeros(2, channels, size, size),)
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(small, example, dynamic_shapes=({0: batch},))
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.pt2")
-    torch.export.save(program, tmp)
-    os.replace(tmp, out)
-    print(f"wrote {out}: {count_params(small):,} parameters (factored model: {count_params(model):,}); "
-          "load it with torch.export.load(path).module()")
+    example = torch.zeros(args.tune_batch, channels, size, size)
+    small = deploy(model, example, forms=args.forms)
+    export(small, out, example[:2])
+    load = "torch.export.load(path).module()" if out.suffix == ".pt2" else "onnxruntime.InferenceSession(path)"
+    print(f"wrote {out}: {count_params(small):,} parameters (factored model: {count_params(model):,}; "
+          f"BatchNorm folded, layer forms {args.forms} at batch {args.tune_batch}); load it with {load}")
     return 0
 
 
@@ -137,7 +141,10 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("compact", help="export the deployed (compacted) model")
     p.add_argument("run", help="a run folder or a checkpoint file")
-    p.add_argument("-o", "--output", required=True, help="the .pt2 file to write")
+    p.add_argument("-o", "--output", required=True, help="the file to write: .onnx or .pt2 (format from the suffix)")
+    p.add_argument("--forms", choices=["measured", "count"], default="measured",
+                   help="each layer's form: the faster one timed here (default), or the one with fewer weights")
+    p.add_argument("--tune-batch", type=int, default=64, help="the batch size the forms are timed at")
     p.set_defaults(func=cmd_compact)
 
     p = sub.add_parser("report", help="a table of finished runs")

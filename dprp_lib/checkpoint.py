@@ -58,7 +58,11 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle and zip errors name bytes, not the file
+        first_line = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path} is not a torch checkpoint file ({type(e).__name__}: {first_line})") from e
 
 
 def load_model_state(model: nn.Module, state_dict: dict) -> nn.Module:

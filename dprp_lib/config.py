@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data import DATASETS
+from .forms import FORMS
 from .lowrank import check_energy
 from .methods import METHODS as METHOD_TABLE
 from .models import MODELS
@@ -21,7 +22,7 @@ METHODS = tuple(METHOD_TABLE)
 # Fields that say where or how a run is executed, not what it computes: they stay out of a
 # run's key, and may change when an interrupted run resumes.
 HOW_TO_RUN = frozenset({"out_dir", "resume", "progress", "device", "data_dir", "data_source", "compile",
-                        "channels_last"})
+                        "channels_last", "forms"})
 # Fields added after runs were committed: they enter a run's key only when they differ from
 # these values, so every earlier run keeps its key.
 ADDED_LATER = {"holdout": 0, "width": 1.0, "label_smoothing": 0.0, "cut_to": None}
@@ -82,6 +83,9 @@ class TrainConfig:
     amp: bool = False                 # bf16 autocast (CPU with avx512_bf16/AMX, or CUDA)
     channels_last: bool = True        # NHWC model and batches (faster on both; same result)
     compile: bool = False             # torch.compile the model
+    forms: str = "count"              # each factored layer's execution form: "count" (fewer
+                                      # multiply-accumulates; repeats bit for bit) or "measured"
+                                      # (timed at every cut; faster, not bit-reproducible)
     out_dir: str = "runs/run"
     resume: bool = False
     progress: bool = True             # tqdm bar when the output is a terminal
@@ -101,6 +105,7 @@ class TrainConfig:
         _choice("weight_decay_on", self.weight_decay_on, WD_TARGETS)
         _choice("sparse_kind", self.sparse_kind, SPARSE_KINDS)
         _choice("device", self.device, DEVICES)
+        _choice("forms", self.forms, FORMS)
         for name in ("epochs", "warmup_epochs", "prune_warmup", "finetune_epochs", "seed", "holdout"):
             _at_least(name, getattr(self, name), 0)
         for name in ("batch_size", "prune_every", "min_rank"):

@@ -42,9 +42,12 @@ def svdify(model: nn.Module, skip: Iterable[str] | Callable[[str, nn.Module], bo
     return model
 
 
-def _deployed_form(layer: SVDLayer) -> nn.Module:
-    """The cheaper plain-torch form of one factored layer (s folded into U)."""
-    if not layer.factored_is_cheaper:
+def _deployed_form(layer: SVDLayer, form: str | None = None) -> nn.Module:
+    """One factored layer in plain torch: `form` "dense" or "factored" (s folded into U);
+    None takes the form with fewer weights."""
+    if form not in (None, "dense", "factored"):
+        raise ValueError(f"a layer's form must be 'dense' or 'factored', got {form!r}")
+    if form == "dense" or (form is None and not layer.factored_is_cheaper):
         return layer.to_dense()
     U, s, V = (layer.grouped(t.detach()) for t in layer.factors())
     g, r, p = layer.groups, layer.rank, layer.U
@@ -67,16 +70,21 @@ def _deployed_form(layer: SVDLayer) -> nn.Module:
     return nn.Sequential(first, second)
 
 
-def compact(model: nn.Module) -> nn.Module:
-    """A copy of `model` in plain torch modules, each factored layer in its cheaper form.
+def compact(model: nn.Module, forms: dict[str, str] | None = None) -> nn.Module:
+    """A copy of `model` in plain torch modules, each factored layer in its smaller form.
 
     A layer below its break-even rank becomes two plain layers (n→r, then r→m); any other
-    layer becomes one dense layer. Outputs equal the factored model's.
+    layer becomes one dense layer. `forms` ({layer name: "dense" | "factored"}, e.g. from
+    `forms.measure_forms`) overrides that choice per layer. Outputs equal the factored model's.
     """
     if isinstance(model, SVDLayer):
-        return _deployed_form(model)
+        return _deployed_form(model, (forms or {}).get(""))
+    forms = forms or {}
     small = copy.deepcopy(model)
-    for name, mod in list(small.named_modules()):
-        if isinstance(mod, SVDLayer):
-            _replace(small, name, _deployed_form(mod))
+    names = {name for name, mod in small.named_modules() if isinstance(mod, SVDLayer)}
+    unknown = sorted(set(forms) - names)
+    if unknown:
+        raise ValueError(f"forms names layers that are not factored layers of the model: {unknown}")
+    for name in sorted(names):
+        _replace(small, name, _deployed_form(small.get_submodule(name), forms.get(name)))
     return small

@@ -94,6 +94,8 @@ def open_run(path) -> Run:
         return load_run(path)
     file = path / CHECKPOINT if path.is_dir() else path
     ckpt = load_checkpoint(file)
+    if not isinstance(ckpt, dict) or not {"config", "model", "history"} <= set(ckpt):
+        raise ValueError(f"{file} is not a checkpoint of a dprp_lib run (it holds no config, model and history)")
     config = TrainConfig.from_dict({**ckpt["config"], "resume": False})
     return Run(config, {}, ckpt["history"], file.parent, checkpoint_file=file)
 

@@ -34,6 +34,7 @@ from .checkpoint import load_checkpoint, load_model_state
 from .config import TrainConfig
 from .convert import svdify
 from .data import BatchLoader, load_dataset
+from .forms import measure_forms, set_forms
 from .layers import svd_layers
 from .methods import METHODS
 from .metrics import count_macs, count_params, deployed_params, order_violations, spectrum_gap
@@ -338,6 +339,17 @@ def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_e
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
 
+    def choose_forms():
+        """With forms="measured", each factored layer runs in the form timed faster for a
+        training step at the current ranks (a cut can make the counted choice the slower one)."""
+        if config.forms == "measured" and factored:
+            example = torch.zeros((config.batch_size,) + data.image_shape, device=device)
+            if config.channels_last:
+                example = example.contiguous(memory_format=torch.channels_last)
+            set_forms(model, measure_forms(model, example, training=True, amp=amp))
+
+    choose_forms()
+
     wrapped = _wrap(model, config, ddp, device)
     steps = len(train)
     bar = _progress(config, ddp, total=(total_epochs - start_epoch) * steps, epochs=total_epochs)
@@ -382,6 +394,7 @@ def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_e
                 row["cut_energy"] = energy
             if not method.sparse_after_cut:
                 regularizer.sparse = 0.0
+            choose_forms()
             wrapped = _wrap(model, config, ddp, device)
 
         row.update(_evaluate(model, watch, ddp, autocast, watched))

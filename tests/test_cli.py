@@ -2,6 +2,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import dprp_lib as dprp
@@ -25,12 +26,18 @@ def test_train_eval_compact_report(tmp_path, capsys):
     assert cli.main(["eval", str(run)]) == 0
     assert f"{summary['test_acc']:.2%}" in capsys.readouterr().out  # eval reproduces the run's accuracy
 
-    assert cli.main(["compact", str(run), "-o", str(tmp_path / "small.pt2")]) == 0
+    assert cli.main(["compact", str(run), "-o", str(tmp_path / "small.pt2"), "--forms", "count"]) == 0
     program = torch.export.load(tmp_path / "small.pt2").module()
     model = open_run(run).model().eval()
     x = torch.randn(3, 3, 32, 32)
     torch.testing.assert_close(program(x), model(x), rtol=1e-4, atol=1e-4)
-    assert sum(p.numel() for p in program.parameters()) == dprp.deployed_params(model)
+    bn_channels = sum(m.num_features for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert sum(p.numel() for p in program.parameters()) == dprp.deployed_params(model) - bn_channels  # BN folded
+
+    ort = pytest.importorskip("onnxruntime")
+    assert cli.main(["compact", str(run), "-o", str(tmp_path / "small.onnx"), "--tune-batch", "8"]) == 0
+    (out,) = ort.InferenceSession(str(tmp_path / "small.onnx")).run(None, {"images": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(out), model(x).detach(), rtol=1e-4, atol=1e-4)
 
     assert cli.main(["report", str(run)]) == 0
     assert "CIFAR-10 (JPEG mirror)" in capsys.readouterr().out
@@ -42,6 +49,18 @@ def test_cli_errors_are_one_line_messages(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path)]) == 2
     assert "summary.json" in capsys.readouterr().err
     assert cli.main(["eval", str(tmp_path / "none.pt")]) == 2
+
+    # compact: not a run's checkpoint, or an unknown format, is named in one line
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    torch.save({"weights": torch.ones(2)}, tmp_path / "foreign.pt")
+    capsys.readouterr()
+    for bad in ("notes.pt", "foreign.pt"):
+        assert cli.main(["compact", str(tmp_path / bad), "-o", str(tmp_path / "m.onnx")]) == 2
+        err = capsys.readouterr().err
+        assert bad in err and "checkpoint" in err and "\n" not in err.strip()
+    assert cli.main(["compact", str(tmp_path / "foreign.pt"), "-o", str(tmp_path / "m.tflite")]) == 2
+    assert ".onnx" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_speed_benchmark_writes_its_ratios(tmp_path, capsys):

@@ -268,3 +268,30 @@ def test_resume_ignores_how_a_run_is_executed(reference, tmp_path):
     again = TrainConfig(**{**cfg.to_dict(), "resume": True, "compile": True, "channels_last": False,
                            "progress": True})
     assert T.fit(again)["test_acc"] == summary["test_acc"]  # finished: nothing left to train, nothing refused
+
+
+def test_measured_forms_are_chosen_at_the_start_and_after_every_cut(tmp_path, monkeypatch):
+    calls = []
+
+    def all_factored(model, example, training=False, amp=False, **kw):
+        calls.append((tuple(example.shape), training))
+        return {name: "factored" for name, _ in dprp.svd_layers(model)}
+
+    monkeypatch.setattr(T, "measure_forms", all_factored)
+    summary = T.fit(small(tmp_path, "measured", epochs=2, forms="measured"))
+    cuts = sum(1 for r in rows(tmp_path / "measured") if "test_acc_before_cut" in r)
+    assert cuts == 2 and calls == [((50, 3, 32, 32), True)] * (1 + cuts)
+    # every layer ran factored: the MAC count is of that form, above the counted choice's
+    run = dprp.runs.load_run(tmp_path / "measured")
+    counted = dprp.count_macs(run.model())
+    assert summary["macs"] > counted
+    # the count (the default) never measures
+    calls.clear()
+    T.fit(small(tmp_path, "counted", epochs=1))
+    assert calls == []
+
+
+def test_a_run_with_measured_forms_trains(tmp_path):
+    summary = T.fit(small(tmp_path, epochs=2, forms="measured"))
+    history = rows(tmp_path / "run")
+    assert history[-1]["train_loss"] < history[0]["train_loss"] and summary["total_rank"] < summary["full_rank"]

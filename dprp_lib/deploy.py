@@ -1,0 +1,88 @@
+"""A trained model built for inference, and its export to ONNX or torch.export.
+
+`deploy(model, example)` goes further than `compact()`:
+  1. each factored layer takes the form measured faster at the example's shape (not only
+     the one with fewer weights: see dprp_lib.forms), with s folded into U;
+  2. every BatchNorm is folded into the convolution before it (the second stage of a
+     factored layer), so inference runs no separate normalisation;
+  3. weights and activations in channels_last, the layout CPU convolutions run fastest in.
+It still computes what the factored model computes (to float32 rounding), in eval mode.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.fx.experimental.optimization import fuse
+
+from .convert import compact
+from .forms import check_forms, measure_forms
+
+EXPORT_FORMATS = {".onnx": "ONNX (ONNX Runtime and other runtimes)", ".pt2": "torch.export (torch.export.load)"}
+
+
+def deploy(model: nn.Module, example: torch.Tensor, forms: str = "measured", fold_batchnorm: bool = True,
+           channels_last: bool = True) -> nn.Module:
+    """A plain-torch inference copy of `model` (factored or not), for inputs shaped like `example`.
+
+    `forms`: "measured" times both forms of each factored layer on this machine at the
+    example's batch size; "count" takes the form with fewer weights (as `compact`).
+    """
+    check_forms(forms)
+    if example.dim() != 4:
+        raise ValueError(f"example must be an image batch (N, C, H, W), got shape {tuple(example.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        x = example.contiguous(memory_format=torch.channels_last) if channels_last else example
+        chosen = measure_forms(model, x) if forms == "measured" else None
+        small = compact(model, chosen).eval()
+    finally:
+        model.train(was_training)
+    if fold_batchnorm:
+        small = fuse(small)  # traces with torch.fx; conv→BatchNorm pairs become one conv
+    if channels_last:
+        small = small.to(memory_format=torch.channels_last)
+    return small
+
+
+def export(model: nn.Module, path, example: torch.Tensor) -> Path:
+    """Write `model` (eval mode, batch size dynamic) to `path`: .onnx or .pt2, by its suffix.
+
+    The file is written beside `path` and renamed into place, so an existing file is
+    replaced only by a complete one.
+    """
+    path = Path(path)
+    if path.suffix not in EXPORT_FORMATS:
+        accepted = ", ".join(f"{s} ({what})" for s, what in EXPORT_FORMATS.items())
+        raise ValueError(f"cannot export to {path}: unknown format {path.suffix or '(no suffix)'!r}; "
+                         f"accepted: {accepted}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    model = model.eval()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    try:
+        with torch.no_grad():
+            if path.suffix == ".onnx":
+                _export_onnx(model, tmp, example, batch)
+            else:
+                program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+                torch.export.save(program, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _export_onnx(model: nn.Module, path: Path, example: torch.Tensor, batch) -> None:
+    import onnx  # the "deploy" extra: pip install -e '.[deploy]'
+
+    # A contiguous example: the exported graph is the same, and export does not trace layout changes.
+    torch.onnx.export(model, (example.contiguous(),), str(path), input_names=["images"], output_names=["logits"],
+                      dynamic_shapes=({0: batch},), external_data=False, dynamo=True, verbose=False)
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+__all__ = ["deploy", "export", "EXPORT_FORMATS"]

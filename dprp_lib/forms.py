@@ -1,0 +1,131 @@
+"""Which form each factored layer executes in: one dense op, or two stages (n→r, then r→m).
+
+Counting multiply-accumulates says two stages are cheaper below the break-even rank
+(r·(m + n) < m·n), and `forward_mode="auto"` follows the count. But a CPU runs small
+convolutions far below its peak, and a rank that is not a multiple of the vector width
+costs more than its count: at the ranks DPRP reaches, the count can pick the slower form.
+`measure_forms` times both forms of each layer at its real input shape and keeps the faster.
+
+The two forms differ only in float rounding. Measured choices depend on timing noise, so a
+run trained with them does not repeat bit for bit; that is why training counts by default.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from .layers import SVDLayer, svd_layers
+
+FORMS = ("count", "measured")
+
+# (layer geometry, rank, input shape, dtype, layout, training, amp, threads) -> chosen form:
+# a cut changes few layers, so later calls time only those.
+_CHOSEN: dict[tuple, dict] = {}
+
+
+def input_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[torch.Size, bool]]:
+    """Each factored layer's input (shape, channels_last) when `model` runs on `example`."""
+    shapes, handles = {}, []
+    for name, layer in svd_layers(model):
+        def hook(mod, inputs, name=name):
+            x = inputs[0]
+            nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            shapes[name] = (x.shape, nhwc)
+        handles.append(layer.register_forward_pre_hook(hook))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up: first calls allocate and pick kernels
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def time_forms(layer: SVDLayer, shape, channels_last: bool = False, training: bool = False,
+               amp: bool = False, repeats: int = 5) -> dict[str, float]:
+    """Seconds per call of `layer` in each form on a random input of `shape` (CPU timing):
+    forward only, or with `training` forward and backward (input and factor gradients)."""
+    p = layer.U
+    # Its own generator: timing inside a training run must not move the run's random stream.
+    g = torch.Generator(device=p.device).manual_seed(0)
+    x = torch.randn(shape, device=p.device, dtype=p.dtype, generator=g)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(training)
+    saved = layer.forward_mode
+
+    def call():
+        with torch.autocast(p.device.type, dtype=torch.bfloat16, enabled=amp):
+            y = layer(x)
+        if training:
+            y.float().sum().backward()
+        if p.device.type == "cuda":
+            torch.cuda.synchronize(p.device)
+
+    out = {}
+    try:
+        with torch.set_grad_enabled(training):
+            for form in ("dense", "factored"):
+                layer.forward_mode = form
+                out[form] = _median_time(call, repeats)
+    finally:
+        layer.forward_mode = saved
+        for t in (*layer.factors(), layer.bias):
+            if t is not None:
+                t.grad = None
+    return out
+
+
+def measure_forms(model: nn.Module, example: torch.Tensor, training: bool = False, amp: bool = False,
+                  repeats: int = 5, timings: dict | None = None) -> dict[str, str]:
+    """The faster form ("dense" or "factored") of every factored layer at its input shape on `example`.
+
+    Layers at or above their break-even rank stay dense without timing (two stages would do
+    more work). `timings`, when given, receives each timed layer's seconds per form.
+    """
+    chosen = {}
+    for name, (shape, nhwc) in input_shapes(model, example).items():
+        layer = model.get_submodule(name)
+        if not layer.factored_is_cheaper:
+            chosen[name] = "dense"
+            continue
+        key = (type(layer).__name__, repr(layer), tuple(shape), layer.U.dtype, layer.U.device, nhwc,
+               training, amp, torch.get_num_threads())
+        if key not in _CHOSEN or timings is not None:
+            t = time_forms(layer, shape, nhwc, training, amp, repeats)
+            _CHOSEN[key] = {"form": min(t, key=t.get), "seconds": t}
+        chosen[name] = _CHOSEN[key]["form"]
+        if timings is not None:
+            timings[name] = _CHOSEN[key]["seconds"]
+    return chosen
+
+
+def set_forms(model: nn.Module, forms: dict[str, str] | None) -> nn.Module:
+    """Fix each named layer's form ("dense"/"factored"); None returns every layer to counting ("auto")."""
+    for name, layer in svd_layers(model):
+        layer.forward_mode = "auto" if forms is None else forms.get(name, "auto")
+    return model
+
+
+def check_forms(value: str) -> str:
+    if value not in FORMS:
+        raise ValueError(f"forms must be one of {FORMS}, got {value!r}")
+    return value
+
+
+__all__ = ["FORMS", "input_shapes", "time_forms", "measure_forms", "set_forms", "check_forms"]

@@ -1,0 +1,133 @@
+"""Inference deployment: layer forms, BatchNorm folding, channels_last, export to ONNX and torch.export."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import dprp_lib as dprp
+from dprp_lib import forms as F
+from dprp_lib.deploy import deploy, export
+
+
+def trained_like_resnet(seed=0):
+    """A factored ResNet-20 with mixed ranks (some layers below break-even, some above) and
+    BatchNorm statistics that are not the identity, as after training."""
+    torch.manual_seed(seed)
+    model = dprp.svdify(dprp.models.build_model("resnet20"))
+    for i, (_, layer) in enumerate(dprp.svd_layers(model)):
+        layer.truncate(max(1, layer.max_rank // (1 + i % 3)))
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("forms", ["measured", "count"])
+def test_deployed_model_computes_what_the_factored_model_computes(forms):
+    model = trained_like_resnet()
+    x = torch.randn(6, 3, 32, 32)
+    small = deploy(model, x, forms=forms)
+    assert not any(isinstance(m, (nn.BatchNorm2d, dprp.SVDLayer)) for m in small.modules())
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
+               for m in small.modules() if isinstance(m, nn.Conv2d) and m.weight.shape[-1] > 1)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), model(x), rtol=1e-4, atol=1e-4)
+    assert model.training is False  # the factored model is left as it was found
+    if forms == "count":  # BatchNorm folding removes 2 values a channel and adds a conv bias (1 a channel)
+        bn_channels = sum(m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+        assert dprp.count_params(small) == dprp.deployed_params(model) - bn_channels
+
+
+def test_measured_forms_take_the_faster_form_and_skip_layers_above_break_even(monkeypatch):
+    model = trained_like_resnet()
+    timed = []
+
+    def fake_time(layer, shape, *args, **kwargs):
+        timed.append(layer)
+        # pretend the factored form wins only where the rank is even
+        return {"dense": 1.0, "factored": 0.5 if layer.rank % 2 == 0 else 2.0}
+
+    monkeypatch.setattr(F, "time_forms", fake_time)
+    monkeypatch.setattr(F, "_CHOSEN", {})
+    timings = {}
+    chosen = F.measure_forms(model, torch.randn(2, 3, 32, 32), timings=timings)
+    layers = dict(dprp.svd_layers(model))
+    assert set(chosen) == set(layers)
+    for name, layer in layers.items():
+        if not layer.factored_is_cheaper:
+            assert chosen[name] == "dense" and name not in timings
+        else:
+            assert chosen[name] == ("factored" if layer.rank % 2 == 0 else "dense")
+    assert {"dense", "factored"} == set(chosen.values())
+    # the choice is remembered per layer shape: a second call times nothing new
+    timed.clear()
+    assert F.measure_forms(model, torch.randn(2, 3, 32, 32)) == chosen and not timed
+    # compact follows the forms given: a dense form keeps m·n weights even below break-even
+    small = dprp.compact(model, chosen)
+    for name, layer in layers.items():
+        deployed = small.get_submodule(name)
+        assert isinstance(deployed, nn.Sequential) == (chosen[name] == "factored")
+
+
+def test_time_forms_measures_both_forms_and_restores_the_layer():
+    layer = dprp.SVDConv2d(16, 16, 3, padding=1, rank=4)
+    layer.forward_mode = "dense"
+    t = F.time_forms(layer, (4, 16, 8, 8), training=True, repeats=2)
+    assert set(t) == {"dense", "factored"} and all(v > 0 for v in t.values())
+    assert layer.forward_mode == "dense" and layer.U.grad is None
+
+
+def test_set_forms_and_bad_forms():
+    model = trained_like_resnet()
+    name = dprp.svd_layers(model)[0][0]
+    F.set_forms(model, {name: "factored"})
+    assert model.get_submodule(name).forward_mode == "factored"
+    F.set_forms(model, None)
+    assert all(layer.forward_mode == "auto" for _, layer in dprp.svd_layers(model))
+    with pytest.raises(ValueError, match="forms must be one of"):
+        deploy(model, torch.zeros(1, 3, 32, 32), forms="fastest")
+    with pytest.raises(ValueError, match="not factored layers"):
+        dprp.compact(model, {"fc.nope": "dense"})
+    with pytest.raises(ValueError, match="'dense' or 'factored'"):
+        dprp.compact(model, {name: "fast"})
+    with pytest.raises(ValueError, match="image batch"):
+        deploy(model, torch.zeros(3, 32, 32))
+
+
+def test_onnx_export_runs_in_onnx_runtime_with_any_batch_size(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model = trained_like_resnet(1)
+    small = deploy(model, torch.randn(4, 3, 32, 32))
+    path = export(small, tmp_path / "model.onnx", torch.randn(2, 3, 32, 32))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 5):
+        x = torch.randn(batch, 3, 32, 32)
+        (out,) = session.run(None, {"images": x.numpy()})
+        with torch.no_grad():
+            np.testing.assert_allclose(out, model(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_torch_export_and_atomic_replacement(tmp_path):
+    model = trained_like_resnet(2)
+    small = deploy(model, torch.randn(2, 3, 32, 32), forms="count")
+    path = tmp_path / "model.pt2"
+    export(small, path, torch.randn(2, 3, 32, 32))
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.export.load(path).module()(x), model(x), rtol=1e-4, atol=1e-4)
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("cannot trace this")
+
+    before = path.read_bytes()
+    with pytest.raises(Exception, match="cannot trace"):
+        export(Broken(), path, torch.randn(2, 3, 32, 32))
+    assert path.read_bytes() == before  # the old file survives a failed export
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt2"]  # and no partial file is left
+    with pytest.raises(ValueError, match=r"model\.tflite.*\.onnx.*\.pt2"):
+        export(small, tmp_path / "model.tflite", x)
