@@ -49,7 +49,8 @@ def deploy(model: nn.Module, example: torch.Tensor, forms: str = "measured", fol
 
 
 def export(model: nn.Module, path, example: torch.Tensor) -> Path:
-    """Write `model` (eval mode, batch size dynamic) to `path`: .onnx or .pt2, by its suffix.
+    """Write `model` (eval mode, batch size dynamic) to `path`: .onnx or .pt2, by its suffix;
+    `example` gives the input's shape after the batch dimension.
 
     The file is written beside `path` and renamed into place, so an existing file is
     replaced only by a complete one.
@@ -62,6 +63,8 @@ def export(model: nn.Module, path, example: torch.Tensor) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     model = model.eval()
+    # Tracing at batch 1 would fix the batch dimension: trace at 2, export it as dynamic.
+    example = torch.zeros((2,) + tuple(example.shape[1:]), dtype=example.dtype, device=example.device)
     batch = torch.export.Dim("batch", min=1, max=4096)
     try:
         with torch.no_grad():

@@ -71,5 +71,21 @@ def test_speed_benchmark_writes_its_ratios(tmp_path, capsys):
     saved = json.loads((tmp_path / "speed.json").read_text())
     assert set(saved["ratios"]) == set(result["ratios"]) >= {"dprp_full_rank_step_vs_dense",
                                                              "data_pipeline_share_of_epoch"}
-    assert 0 < saved["ratios"]["compact_params_vs_dense"] <= 0.5
-    assert "DPRP step / dense step" in capsys.readouterr().out
+    assert 0 < saved["ratios"]["small_params_vs_dense"] <= 0.5
+    assert "half rank, measured forms" in capsys.readouterr().out
+
+
+def test_deploy_benchmark_writes_its_ratios(tmp_path, capsys):
+    import deploy
+
+    result = deploy.main(["--batches", "1", "4", "--runtimes", "eager", "onnxruntime", "--round-s", "0.01",
+                          "--rounds", "1", "--threads", "1", "--out", str(tmp_path / "deploy.json")])
+    saved = json.loads((tmp_path / "deploy.json").read_text())
+    assert set(saved["sizes"]) == {"~75%", "~50%", "~30%"}
+    for name, size in saved["sizes"].items():  # each size is near its target and smaller than dense
+        assert abs(size["deployed_fraction"] - int(name[1:-1]) / 100) <= 0.1 and size["params_vs_dense"] < 1
+    assert set(saved["speedup_vs_dense"]) == {"eager", "onnxruntime"}
+    assert set(saved["speedup_vs_dense"]["eager"]) == {"1", "4"}
+    assert saved["goal"]["runtime"] in {"eager", "onnxruntime"} and len(saved["layers_50pct"]) == 20
+    out = capsys.readouterr().out
+    assert "speed-up over dense in the same runtime" in out and ("NOT met" in out or "MET" in out)

@@ -1,0 +1,223 @@
+"""Deployment benchmark: the deployed (compacted) ResNet-20 against the deployed dense one.
+
+For each size (about 75%, 50% and 30% of the dense parameters), batch size and runtime, in
+one process (nothing else should run on the machine meanwhile):
+  - the dense model and the compacted one, both built by `dprp_lib.deploy.deploy` (BatchNorm
+    folded, channels_last, factored layers in the form measured faster at that batch size);
+  - runtimes: torch eager, torch eager with the counted forms (fewer multiply-accumulates, as
+    `compact()`), torch.compile, and ONNX Runtime; every ratio compares the two models in the
+    same runtime, layout and batch size;
+  - a layer-by-layer table (the ~50% model, largest batch): each factored layer's time in
+    its dense and its two-stage form, and the form deploy() kept.
+Ranks come from the committed full-data DPRP runs (results/runs/) whose size is nearest each
+target, and from a uniform cut of every layer where none is within 10 points. Weights are
+random: the time of a dense convolution does not depend on its values.
+
+Goal (reported, not asserted): at <= 50% of the dense parameters, >= 1.3x faster than dense
+at batch 256 on CPU, in the runtime where dense itself is fastest.
+
+    python benchmarks/deploy.py [--threads 2] [--out results/benchmarks/deploy-cpu.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import dprp_lib as dprp
+from dprp_lib.deploy import deploy, export
+from dprp_lib.forms import measure_forms
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = (0.75, 0.5, 0.3)
+RUNTIMES = ("eager", "eager_counted_forms", "compiled", "onnxruntime")
+GOAL_SPEEDUP, GOAL_SIZE, GOAL_BATCH = 1.3, 0.5, 256
+
+
+def timed(fn, min_round_s: float, rounds: int) -> float:
+    """Median seconds per call over `rounds` rounds of at least `min_round_s` each, after a warm-up."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    repeats = max(1, int(min_round_s / max(time.perf_counter() - t0, 1e-6)))
+    results = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        results.append((time.perf_counter() - t0) / repeats)
+    return statistics.median(results)
+
+
+def committed_rank_sets(runs_dir: Path, model: str) -> list[dict]:
+    """Final ranks of the finished full-data DPRP runs of `model` (trained on a held-out split)."""
+    found = []
+    for path in sorted(runs_dir.glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        config = json.loads((path.parent / "config.json").read_text())
+        if config["method"] == "dprp" and config["model"] == model and config.get("holdout") and \
+                summary["epochs"] >= 30:
+            found.append({"source": f"results/runs/{path.parent.name} (DPRP, energy {config['energy']}, "
+                                    f"seed {config['seed']})",
+                          "fraction": summary["deployed_fraction"], "ranks": summary["ranks"]})
+    return found
+
+
+def uniform_cut(model_name: str, target: float) -> dict:
+    """Ranks from cutting every layer to the same fraction of its rank, the largest whose deployed
+    model holds at most `target` of the dense parameters."""
+    dense = dprp.count_params(dprp.models.build_model(model_name))
+    lo, hi = 0.0, 1.0
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        ranks = {n: max(1, round(l.max_rank * mid)) for n, l in dprp.svd_layers(factored(model_name, {}))}
+        if dprp.deployed_params(factored(model_name, ranks)) / dense <= target:
+            lo = mid
+        else:
+            hi = mid
+    ranks = {n: max(1, round(l.max_rank * lo)) for n, l in dprp.svd_layers(factored(model_name, {}))}
+    frac = dprp.deployed_params(factored(model_name, ranks)) / dense
+    return {"source": f"uniform cut of every layer to {lo:.0%} of its rank", "fraction": frac, "ranks": ranks}
+
+
+def factored(model_name: str, ranks: dict) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = dprp.svdify(dprp.models.build_model(model_name))
+    for name, layer in dprp.svd_layers(model):
+        if name in ranks:
+            layer.truncate(ranks[name])
+    return model.eval()
+
+
+def choose_sizes(model_name: str, runs_dir: Path) -> dict[str, dict]:
+    runs = committed_rank_sets(runs_dir, model_name)
+    sizes = {}
+    for target in TARGETS:
+        near = [r for r in runs if abs(r["fraction"] - target) <= 0.1]
+        best = min(near, key=lambda r: abs(r["fraction"] - target)) if near else uniform_cut(model_name, target)
+        sizes[f"~{target:.0%}"] = best
+    return sizes
+
+
+def runtime_fn(runtime: str, model: torch.nn.Module, x: torch.Tensor, workdir: Path, threads: int):
+    """A no-argument callable running `model` on `x` in `runtime`."""
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        path = export(model, workdir / f"m{id(model)}.onnx", x[:2])
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        feed = {"images": x.contiguous().numpy()}
+        return lambda: session.run(None, feed)
+    if runtime == "compiled":
+        model = torch.compile(model, dynamic=False)
+    xx = x.contiguous(memory_format=torch.channels_last)
+
+    def run():
+        with torch.no_grad():
+            model(xx)
+    return run
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 256])
+    p.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
+    p.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: torch's)")
+    p.add_argument("--round-s", type=float, default=0.3, help="seconds of calls per timing round")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--runs", default=str(ROOT / "results" / "runs"), help="where the committed runs are")
+    p.add_argument("--out", default="results/benchmarks/deploy-cpu.json")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    started = time.perf_counter()
+    sizes = choose_sizes(args.model, Path(args.runs))
+    dense_params = dprp.count_params(dprp.models.build_model(args.model))
+    models = {"dense": {"source": "dense ResNet (not factored)", "fraction": 1.0, "ranks": None}, **sizes}
+
+    seconds: dict = {}
+    params: dict = {}
+    layers = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch in args.batches:
+            x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+            for name, spec in models.items():
+                source = dprp.models.build_model(args.model).eval() if spec["ranks"] is None \
+                    else factored(args.model, spec["ranks"])
+                built = {"measured": deploy(source, x)}
+                if "eager_counted_forms" in args.runtimes:
+                    built["count"] = deploy(source, x, forms="count")
+                params[name] = dprp.count_params(built["measured"])
+                for runtime in args.runtimes:
+                    model = built["count" if runtime == "eager_counted_forms" else "measured"]
+                    fn = runtime_fn(runtime, model, x, Path(tmp), threads)
+                    seconds.setdefault(runtime, {}).setdefault(str(batch), {})[name] = timed(fn, args.round_s, args.rounds)
+                    print(f"  batch {batch:>4} {runtime:<20} {name:<6} "
+                          f"{seconds[runtime][str(batch)][name] * 1e3:9.2f} ms", flush=True)
+                if name == "~50%" and batch == max(args.batches):
+                    timings = {}
+                    chosen = measure_forms(source, x.contiguous(memory_format=torch.channels_last), timings=timings)
+                    for layer_name, layer in dprp.svd_layers(source):
+                        t = timings.get(layer_name)
+                        layers.append({"layer": layer_name, "rank": f"{layer.rank}/{layer.max_rank}",
+                                       "dense_ms": t and round(t["dense"] * 1e3, 3),
+                                       "factored_ms": t and round(t["factored"] * 1e3, 3),
+                                       "form": chosen[layer_name]})
+
+    speedups = {rt: {b: {n: by[b]["dense"] / by[b][n] for n in sizes} for b in by} for rt, by in seconds.items()}
+    big = str(GOAL_BATCH) if str(GOAL_BATCH) in seconds[args.runtimes[0]] else str(max(args.batches))
+    fastest_dense = min(args.runtimes, key=lambda rt: seconds[rt][big]["dense"])
+    eligible = {n: s for n, s in sizes.items() if s["fraction"] <= GOAL_SIZE + 1e-9}
+    goal = {"runtime": fastest_dense, "batch": int(big),
+            "speedups": {n: speedups[fastest_dense][big][n] for n in eligible},
+            "met": bool(eligible) and all(speedups[fastest_dense][big][n] >= GOAL_SPEEDUP for n in eligible)}
+    result = {
+        "model": args.model, "device": "cpu", "device_name": platform.processor() or "cpu", "threads": threads,
+        "torch": torch.__version__, "dtype": "float32", "batches": args.batches,
+        "sizes": {n: {"source": s["source"], "deployed_fraction": s["fraction"],
+                      "params_after_folding": params[n], "params_vs_dense": params[n] / dense_params}
+                  for n, s in sizes.items()},
+        "dense_params": dense_params, "seconds_per_batch": seconds, "speedup_vs_dense": speedups,
+        "goal": {"text": f">= {GOAL_SPEEDUP}x at <= {GOAL_SIZE:.0%} of dense parameters, batch {GOAL_BATCH}, "
+                         "in the runtime where dense is fastest", **goal},
+        "layers_50pct": layers, "benchmark_s": round(time.perf_counter() - started, 1),
+    }
+    print_tables(result)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return result
+
+
+def print_tables(result: dict) -> None:
+    print(f"\n{result['model']}, {result['threads']} threads, float32, {result['device_name']}")
+    for name, s in result["sizes"].items():
+        print(f"  {name}: {s['deployed_fraction']:.1%} of dense parameters ({s['source']})")
+    print("\nspeed-up over dense in the same runtime (dense time / compacted time; > 1 is faster)")
+    header = f"{'runtime':<22}{'batch':>6}{'dense ms':>10}" + "".join(f"{n:>8}" for n in result["sizes"])
+    print(header)
+    for rt, by in result["speedup_vs_dense"].items():
+        for b, row in by.items():
+            dense_ms = result["seconds_per_batch"][rt][b]["dense"] * 1e3
+            print(f"{rt:<22}{b:>6}{dense_ms:>10.2f}" + "".join(f"{row[n]:>7.2f}x" for n in row))
+    g = result["goal"]
+    print(f"\ngoal {g['text']}: {'MET' if g['met'] else 'NOT met'} "
+          f"({g['runtime']}, batch {g['batch']}: " + ", ".join(f"{n} {v:.2f}x" for n, v in g["speedups"].items()) + ")")
+    if result["layers_50pct"]:
+        print("\nlayer by layer, ~50% model, torch eager at the largest batch (ms per call)")
+        print(dprp.metrics.format_table(result["layers_50pct"]))
+
+
+if __name__ == "__main__":
+    main()
