@@ -143,6 +143,7 @@ def main(argv=None):
     started = time.perf_counter()
     sizes = choose_sizes(args.model, Path(args.runs))
     dense_params = dprp.count_params(dprp.models.build_model(args.model))
+    dense_macs = dprp.count_macs(dprp.models.build_model(args.model))
     models = {"dense": {"source": "dense ResNet (not factored)", "fraction": 1.0, "ranks": None}, **sizes}
 
     seconds: dict = {}
@@ -185,7 +186,8 @@ def main(argv=None):
         "model": args.model, "device": "cpu", "device_name": platform.processor() or "cpu", "threads": threads,
         "torch": torch.__version__, "dtype": "float32", "batches": args.batches,
         "sizes": {n: {"source": s["source"], "deployed_fraction": s["fraction"],
-                      "params_after_folding": params[n], "params_vs_dense": params[n] / dense_params}
+                      "params_after_folding": params[n], "params_vs_dense": params[n] / dense_params,
+                      "macs_vs_dense": dprp.count_macs(factored(args.model, s["ranks"])) / dense_macs}
                   for n, s in sizes.items()},
         "dense_params": dense_params, "seconds_per_batch": seconds, "speedup_vs_dense": speedups,
         "goal": {"text": f">= {GOAL_SPEEDUP}x at <= {GOAL_SIZE:.0%} of dense parameters, batch {GOAL_BATCH}, "
@@ -203,7 +205,8 @@ def main(argv=None):
 def print_tables(result: dict) -> None:
     print(f"\n{result['model']}, {result['threads']} threads, float32, {result['device_name']}")
     for name, s in result["sizes"].items():
-        print(f"  {name}: {s['deployed_fraction']:.1%} of dense parameters ({s['source']})")
+        print(f"  {name}: {s['deployed_fraction']:.1%} of dense parameters, {s['macs_vs_dense']:.1%} of its "
+              f"multiply-accumulates ({s['source']})")
     print("\nspeed-up over dense in the same runtime (dense time / compacted time; > 1 is faster)")
     header = f"{'runtime':<22}{'batch':>6}{'dense ms':>10}" + "".join(f"{n:>8}" for n in result["sizes"])
     print(header)

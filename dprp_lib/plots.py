@@ -249,6 +249,32 @@ def grouped_bars(rows: list[dict], metrics: list[tuple[str, str]], label: str = 
     return fig
 
 
+def deploy_speedups(result: dict, title: str = "") -> Figure:
+    """One panel a batch size: each runtime's speed-up of the compacted models over dense in that
+    runtime (dense time / compacted time), a bar per size; the dashed line is "as fast as dense".
+
+    `result` is what benchmarks/deploy.py writes (results/benchmarks/deploy-cpu.json).
+    """
+    speedups = result["speedup_vs_dense"]
+    runtimes, sizes = list(speedups), list(result["sizes"])
+    batches = list(next(iter(speedups.values())))
+    with _style():
+        fig, axes = _figure(len(batches), width=4.6 * len(batches), height=3.6, sharey=True)
+        width = 0.8 / len(sizes)
+        x = np.arange(len(runtimes))
+        for ax, batch in zip(axes, batches):
+            for j, size in enumerate(sizes):
+                frac = result["sizes"][size]["deployed_fraction"]
+                ax.bar(x + (j - (len(sizes) - 1) / 2) * width, [speedups[rt][batch][size] for rt in runtimes],
+                       width, color=COLORS[j % len(COLORS)], label=f"{frac:.0%} of dense parameters")
+            ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
+            ax.set_xticks(x, [rt.replace("_", " ") for rt in runtimes], rotation=20, ha="right", fontsize=8)
+            ax.set(title=f"batch {batch}", ylabel="speed-up over dense (×)")
+        axes[0].legend(loc="upper left")
+        fig.suptitle(title or f"{result['model']} deployed, CPU, {result['threads']} thread(s), float32")
+    return fig
+
+
 def paper_comparison(ours: list[dict], paper: list[dict], published: list[dict], title: str = "") -> Figure:
     """Left: accuracy change against the dense baseline vs deployed size (this project and the
     paper's own claim). Right: published absolute accuracies (official CIFAR-10) vs parameters.

@@ -12,3 +12,14 @@ def test_singular_values_are_drawn_in_index_order():
     assert np.allclose(line.get_xdata(), [1, 2, 3, 4]) and np.allclose(line.get_ydata(), [1.0, 3.0, 2.0, 0.5])
     normalised = plots.singular_values({"layer": s}).axes[0].get_lines()[0].get_ydata()
     assert np.allclose(normalised, [1.0, 3.0, 2.0, 0.5])  # ÷ |s_1|, still in index order
+
+
+def test_deploy_speedups_draw_one_bar_per_runtime_and_size():
+    result = {"model": "resnet20", "threads": 2,
+              "sizes": {"~50%": {"deployed_fraction": 0.48}, "~30%": {"deployed_fraction": 0.31}},
+              "speedup_vs_dense": {"eager": {"1": {"~50%": 1.1, "~30%": 1.4}, "256": {"~50%": 0.9, "~30%": 1.2}},
+                                   "onnxruntime": {"1": {"~50%": 1.0, "~30%": 1.3}, "256": {"~50%": 1.5, "~30%": 2.0}}}}
+    fig = plots.deploy_speedups(result)
+    assert [ax.get_title() for ax in fig.axes] == ["batch 1", "batch 256"]
+    heights = sorted(round(p.get_height(), 2) for p in fig.axes[1].patches)
+    assert heights == [0.9, 1.2, 1.5, 2.0]
