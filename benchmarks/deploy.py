@@ -2,7 +2,7 @@
 
 For each size (about 75%, 50% and 30% of the dense parameters), batch size and runtime, in
 one process (nothing else should run on the machine meanwhile):
-  - the dense model and the compacted one, both built by `dprp_lib.deploy.deploy` (BatchNorm
+  - the dense model and the compacted one, both built by `dprp_lib.deploy` (BatchNorm
     folded, channels_last, factored layers in the form measured faster at that batch size);
   - runtimes: torch eager, torch eager with the counted forms (fewer multiply-accumulates, as
     `compact()`), torch.compile, and ONNX Runtime; every ratio compares the two models in the
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 import dprp_lib as dprp
-from dprp_lib.deploy import deploy, export
+from dprp_lib.deployment import deploy, export
 from dprp_lib.forms import measure_forms
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,10 +6,13 @@
     loss = criterion(model(x), y) + reg(model)[0]
     dprp.prune_ranks(model, energy=1e-3, optimizer=opt) # at chosen epochs
     small = dprp.compact(model)                        # plain torch modules, cheaper form per layer
+    fast = dprp.deploy(model, x)                       # for inference: BatchNorm folded, forms timed
+    dprp.export(fast, "model.onnx", x)                 # ONNX (or .pt2), batch size dynamic
 """
 from . import models
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .convert import compact, svdify
+from .deployment import deploy, export
 from .layers import SVDConv2d, SVDLayer, SVDLinear, svd_layers
 from .metrics import (count_macs, count_params, deployed_params, format_table, order_violations,
                       rank_table, spectrum_gap)
@@ -21,7 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "models",
     "SVDLayer", "SVDConv2d", "SVDLinear", "svd_layers",
-    "svdify", "compact",
+    "svdify", "compact", "deploy", "export",
     "Regularizer", "orthogonality", "sorting", "sparsity",
     "prune_ranks", "energy_rank", "PruneSchedule",
     "count_params", "deployed_params", "count_macs", "rank_table", "format_table",

@@ -62,7 +62,7 @@ def cmd_eval(args) -> int:
 def cmd_compact(args) -> int:
     import torch
 
-    from .deploy import EXPORT_FORMATS, deploy, export
+    from .deployment import EXPORT_FORMATS, deploy, export
     from .metrics import count_params
     from .runs import open_run
 

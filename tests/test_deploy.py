@@ -6,7 +6,7 @@ from torch import nn
 
 import dprp_lib as dprp
 from dprp_lib import forms as F
-from dprp_lib.deploy import deploy, export
+from dprp_lib.deployment import deploy, export
 
 
 def trained_like_resnet(seed=0):
