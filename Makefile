@@ -14,6 +14,9 @@ export DPRP_CIFAR10_MIRROR ?= $(MIRROR)
 endif
 export MPLBACKEND ?= Agg
 MODE ?= auto
+LAB_ARGS ?=
+# JupyterLab refuses to start as root (a container, a root shell) unless told it may.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: setup course test lab clean
 
@@ -33,7 +36,8 @@ test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lab: setup
-	env -u MPLBACKEND $(BIN)/jupyter lab notebooks/
+	@echo "Starting JupyterLab on the course; open the http://127.0.0.1:... URL it prints (with its token). Ctrl-C stops it."
+	env -u MPLBACKEND $(BIN)/jupyter lab notebooks/ $(ROOT_FLAG) $(LAB_ARGS)
 
 clean:
 	rm -rf $(VENV) build
