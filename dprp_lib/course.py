@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -55,11 +56,22 @@ def execute(notebook: Path, output: Path, parameters: dict, kernel: str = "pytho
                         kernel_manager_class=EncryptedKernelManager)
 
 
+def title(nb) -> str:
+    """A chapter's title: its first markdown heading, without the leading #s."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return "DPRP course"
+
+
 def to_html(notebook: Path, output: Path) -> None:
     import nbformat
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    nb = nbformat.read(notebook, as_version=4)
+    body, _ = HTMLExporter().from_notebook_node(nb, resources={"metadata": {"name": title(nb)}})
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(body, encoding="utf-8")
 
@@ -74,8 +86,10 @@ def run_course(mode="auto", out="build", only=(), kernel="python3", device="auto
     report = []
     for nb in selected:
         t0 = time.perf_counter()
-        params = {"MODE": mode, "DEVICE": device, "METRICS_PATH": str(out / "metrics" / f"{nb.stem}.json"),
-                  "RUNS_DIR": str(out / "runs")}
+        # Paths relative to the chapter (it runs from notebooks/), so no page shows this machine's folders.
+        params = {"MODE": mode, "DEVICE": device,
+                  "METRICS_PATH": os.path.relpath(out / "metrics" / f"{nb.stem}.json", nb.parent),
+                  "RUNS_DIR": os.path.relpath(out / "runs", nb.parent)}
         executed = out / "notebooks" / nb.name
         try:
             execute(nb, executed, params, kernel)
