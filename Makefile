@@ -18,7 +18,7 @@ LAB_ARGS ?=
 # JupyterLab refuses to start as root (a container, a root shell) unless told it may.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup course test lab clean
+.PHONY: setup browser course test lab clean
 
 setup: $(STAMP)
 
@@ -29,10 +29,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
+# The browser tests drive Debian's chromium (Playwright cannot download its own browser here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the browser tests (once)"; \
+	  apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null 2>&1) || \
+	  echo "note: chromium could not be installed: the browser tests will be skipped"; \
+	else echo "note: no chromium (apt-get install chromium as root): the browser tests will be skipped"; fi
+
 course: setup
 	$(BIN)/python -m dprp_lib.course --mode $(MODE) --out build
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lab: setup

@@ -3,14 +3,17 @@
     python -m dprp_lib.course [--mode auto|smoke|quick|full] [--out build] [--only 01 03]
 
 `auto` is "full" on a machine with a CUDA GPU and "quick" (the laptop CPU course) otherwise.
-Writes build/notebooks/NN_*.ipynb (executed), build/html/NN_*.html, build/metrics/NN_*.json
-and build/course.json (mode, time and status of each chapter).
+Writes build/notebooks/NN_*.ipynb (executed), build/html/NN_*.html with build/html/index.html
+(the table of contents; the pages work offline: dprp_lib/site/), build/metrics/NN_*.json and
+build/course.json (mode, time and status of each chapter).
 """
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import torch
 from .experiments import MODES
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+SITE = Path(__file__).resolve().parent / "site"
 
 
 def chapters(root=NOTEBOOKS) -> list[Path]:
@@ -66,14 +70,44 @@ def title(nb) -> str:
     return "DPRP course"
 
 
-def to_html(notebook: Path, output: Path) -> None:
+def to_html(notebook: Path, output: Path, prev: tuple | None = None, next: tuple | None = None) -> None:
+    """One offline course page (dprp_lib/site/): local MathJax, static panels, links to the
+    table of contents and to the chapters before and after (`(href, title)` pairs)."""
     import nbformat
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(notebook, as_version=4)
-    body, _ = HTMLExporter().from_notebook_node(nb, resources={"metadata": {"name": title(nb)}})
+    nb.metadata.pop("widgets", None)  # panels export as their static HTML, not as widget state
+    exporter = HTMLExporter(template_name="dprp", extra_template_basedirs=[str(SITE / "templates")])
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title(nb)},
+                                                        "dprp_prev": prev, "dprp_next": next})
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(body, encoding="utf-8")
+
+
+def write_site(out: Path, report: list[dict]) -> Path:
+    """build/html/: the assets the pages load, and index.html listing the chapters in order."""
+    html_dir = out / "html"
+    shutil.copytree(SITE / "assets", html_dir / "assets", dirs_exist_ok=True)
+    rows = []
+    for r in report:
+        page = html_dir / f"{r['chapter']}.html"
+        link = (f'<a href="{page.name}">{html.escape(r["title"])}</a>' if page.exists()
+                else html.escape(r["title"]))
+        rows.append(f"<tr><td>{link}</td><td>{r['seconds']:.0f} s</td><td>{html.escape(r['status'])}</td></tr>")
+    index = html_dir / "index.html"
+    index.write_text(f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>DPRP course: chapters</title>
+<style>body {{ font: 15px sans-serif; max-width: 60em; margin: 2em auto; }} td {{ padding: 4px 12px; }}</style>
+</head><body>
+<h1>Dynamic Parameter Rank Pruning: the course</h1>
+<p>Chapters in reading order, executed in {html.escape(report[0]["mode"] if report else "?")} mode.
+The interactive panels are precomputed here; open the notebooks in JupyterLab (<code>make lab</code>) to compute your own.</p>
+<table><thead><tr><th>chapter</th><th>run time</th><th>status</th></tr></thead><tbody>
+{chr(10).join(rows)}
+</tbody></table></body></html>
+""", encoding="utf-8")
+    return index
 
 
 def run_course(mode="auto", out="build", only=(), kernel="python3", device="auto") -> list[dict]:
@@ -83,6 +117,7 @@ def run_course(mode="auto", out="build", only=(), kernel="python3", device="auto
     if not selected:
         raise ValueError(f"no chapter matches {list(only)}")
     print(f"running {len(selected)} chapter(s) in {mode} mode into {out}/")
+    os.environ["DPRP_STATIC_PANELS"] = "1"  # the kernels inherit it: panels carry their static version
     report = []
     for nb in selected:
         t0 = time.perf_counter()
@@ -96,13 +131,25 @@ def run_course(mode="auto", out="build", only=(), kernel="python3", device="auto
             status = "ok"
         except Exception as e:  # papermill raises PapermillExecutionError with the failing cell
             status = f"failed: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
-        if executed.exists():
-            to_html(executed, out / "html" / f"{nb.stem}.html")
         seconds = time.perf_counter() - t0
-        report.append({"chapter": nb.stem, "mode": mode, "seconds": round(seconds, 1), "status": status})
+        report.append({"chapter": nb.stem, "title": title(_read(nb)), "mode": mode, "seconds": round(seconds, 1),
+                       "status": status})
         print(f"  {nb.stem:<32} {seconds:7.1f} s  {status}", flush=True)
+    # Pages last, so that each links to the chapters before and after it.
+    pages = [(r["chapter"], r["title"]) for r in report if (out / "notebooks" / f"{r['chapter']}.ipynb").exists()]
+    for i, (stem, _) in enumerate(pages):
+        prev = (f"{pages[i - 1][0]}.html", pages[i - 1][1]) if i else None
+        nxt = (f"{pages[i + 1][0]}.html", pages[i + 1][1]) if i + 1 < len(pages) else None
+        to_html(out / "notebooks" / f"{stem}.ipynb", out / "html" / f"{stem}.html", prev, nxt)
+    write_site(out, report)
     (out / "course.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _read(path: Path):
+    import nbformat
+
+    return nbformat.read(path, as_version=4)
 
 
 def main(argv=None) -> int:
@@ -116,7 +163,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     report = run_course(args.mode, args.out, args.only, args.kernel, args.device)
     failed = [r for r in report if r["status"] != "ok"]
-    print(f"{len(report) - len(failed)}/{len(report)} chapters ran; executed notebooks and HTML in {args.out}/")
+    print(f"{len(report) - len(failed)}/{len(report)} chapters ran; executed notebooks in {args.out}/notebooks, "
+          f"pages in {args.out}/html (open {args.out}/html/index.html; they work offline)")
     return 1 if failed else 0
 
 

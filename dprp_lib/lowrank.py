@@ -29,13 +29,16 @@ def energy_rank(s: torch.Tensor, energy: float) -> int:
     return int(needed.clamp(max=s.shape[-1]).max())
 
 
-def low_rank(matrix: torch.Tensor, k: int) -> torch.Tensor:
-    """The best rank-k approximation of `matrix` (Eckart–Young): its first k SVD directions."""
+def low_rank(matrix: torch.Tensor, k: int, svd: tuple | None = None) -> torch.Tensor:
+    """The best rank-k approximation of `matrix` (Eckart–Young): its first k SVD directions.
+
+    `svd`: the matrix's (U, s, Vh) in float64 when already computed (a panel tries many k).
+    """
     if matrix.dim() != 2:
         raise ValueError(f"matrix must be 2-D, got shape {tuple(matrix.shape)}")
     if not 1 <= k <= min(matrix.shape):
         raise ValueError(f"k must be between 1 and {min(matrix.shape)}, got {k}")
-    U, s, Vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+    U, s, Vh = svd if svd is not None else torch.linalg.svd(matrix.double(), full_matrices=False)
     return ((U[:, :k] * s[:k]) @ Vh[:k]).to(matrix.dtype)
 
 
