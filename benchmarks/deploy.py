@@ -4,9 +4,9 @@ For each size (about 75%, 50% and 30% of the dense parameters), batch size and r
 one process (nothing else should run on the machine meanwhile):
   - the dense model and the compacted one, both built by `dprp_lib.deploy` (BatchNorm
     folded, channels_last, factored layers in the form measured faster at that batch size);
-  - runtimes: torch eager, torch eager with the counted forms (fewer multiply-accumulates, as
-    `compact()`), torch.compile, and ONNX Runtime; every ratio compares the two models in the
-    same runtime, layout and batch size;
+  - runtimes: torch eager, torch.compile and ONNX Runtime with the forms measured in torch
+    eager, and eager and ONNX Runtime with the counted forms (fewer multiply-accumulates, as
+    `compact()`); every ratio compares the two models in the same runtime, layout and batch size;
   - a layer-by-layer table (the ~50% model, largest batch): each factored layer's time in
     its dense and its two-stage form, and the form deploy() kept.
 Ranks come from the committed full-data DPRP runs (results/runs/) whose size is nearest each
@@ -36,23 +36,30 @@ from dprp_lib.forms import measure_forms
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = (0.75, 0.5, 0.3)
-RUNTIMES = ("eager", "eager_counted_forms", "compiled", "onnxruntime")
+RUNTIMES = ("eager", "eager_counted_forms", "compiled", "onnxruntime", "onnxruntime_counted_forms")
 GOAL_SPEEDUP, GOAL_SIZE, GOAL_BATCH = 1.3, 0.5, 256
 
 
-def timed(fn, min_round_s: float, rounds: int) -> float:
-    """Median seconds per call over `rounds` rounds of at least `min_round_s` each, after a warm-up."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    repeats = max(1, int(min_round_s / max(time.perf_counter() - t0, 1e-6)))
-    results = []
-    for _ in range(rounds):
+def timed(fns: dict, min_round_s: float, rounds: int) -> dict:
+    """Median seconds per call of each callable over `rounds` rounds of at least `min_round_s`.
+
+    The callables take turns within every round, so a drift in the machine's speed (clock,
+    caches, another process) lands on all of them alike instead of on whichever ran last.
+    """
+    repeats = {}
+    for name, fn in fns.items():
+        fn()  # warm-up: allocation, kernel choice, compilation
         t0 = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        results.append((time.perf_counter() - t0) / repeats)
-    return statistics.median(results)
+        fn()
+        repeats[name] = max(1, int(min_round_s / max(time.perf_counter() - t0, 1e-6)))
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(repeats[name]):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / repeats[name])
+    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def committed_rank_sets(runs_dir: Path, model: str) -> list[dict]:
@@ -132,8 +139,8 @@ def main(argv=None):
     p.add_argument("--batches", type=int, nargs="+", default=[1, 256])
     p.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
     p.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: torch's)")
-    p.add_argument("--round-s", type=float, default=0.3, help="seconds of calls per timing round")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--round-s", type=float, default=0.5, help="seconds of calls per timing round")
+    p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--runs", default=str(ROOT / "results" / "runs"), help="where the committed runs are")
     p.add_argument("--out", default="results/benchmarks/deploy-cpu.json")
     args = p.parse_args(argv)
@@ -152,19 +159,14 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for batch in args.batches:
             x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+            built = {}
             for name, spec in models.items():
                 source = dprp.models.build_model(args.model).eval() if spec["ranks"] is None \
                     else factored(args.model, spec["ranks"])
-                built = {"measured": deploy(source, x)}
-                if "eager_counted_forms" in args.runtimes:
-                    built["count"] = deploy(source, x, forms="count")
-                params[name] = dprp.count_params(built["measured"])
-                for runtime in args.runtimes:
-                    model = built["count" if runtime == "eager_counted_forms" else "measured"]
-                    fn = runtime_fn(runtime, model, x, Path(tmp), threads)
-                    seconds.setdefault(runtime, {}).setdefault(str(batch), {})[name] = timed(fn, args.round_s, args.rounds)
-                    print(f"  batch {batch:>4} {runtime:<20} {name:<6} "
-                          f"{seconds[runtime][str(batch)][name] * 1e3:9.2f} ms", flush=True)
+                built[name] = {"measured": deploy(source, x)}
+                if any(rt.endswith("_counted_forms") for rt in args.runtimes):
+                    built[name]["count"] = deploy(source, x, forms="count")
+                params[name] = dprp.count_params(built[name]["measured"])
                 if name == "~50%" and batch == max(args.batches):
                     timings = {}
                     chosen = measure_forms(source, x.contiguous(memory_format=torch.channels_last), timings=timings)
@@ -174,10 +176,19 @@ def main(argv=None):
                                        "dense_ms": t and round(t["dense"] * 1e3, 3),
                                        "factored_ms": t and round(t["factored"] * 1e3, 3),
                                        "form": chosen[layer_name]})
+            for runtime in args.runtimes:
+                forms = "count" if runtime.endswith("_counted_forms") else "measured"
+                fns = {name: runtime_fn(runtime.removesuffix("_counted_forms"), built[name][forms], x, Path(tmp), threads)
+                       for name in models}
+                seconds.setdefault(runtime, {})[str(batch)] = timed(fns, args.round_s, args.rounds)
+                print(f"  batch {batch:>4} {runtime:<26} " + "  ".join(
+                    f"{name} {t * 1e3:.2f} ms" for name, t in seconds[runtime][str(batch)].items()), flush=True)
 
     speedups = {rt: {b: {n: by[b]["dense"] / by[b][n] for n in sizes} for b in by} for rt, by in seconds.items()}
     big = str(GOAL_BATCH) if str(GOAL_BATCH) in seconds[args.runtimes[0]] else str(max(args.batches))
-    fastest_dense = min(args.runtimes, key=lambda rt: seconds[rt][big]["dense"])
+    # Among the runtimes as deployed (forms measured); the counted-forms rows are comparisons.
+    candidates = [rt for rt in args.runtimes if not rt.endswith("_counted_forms")] or args.runtimes
+    fastest_dense = min(candidates, key=lambda rt: seconds[rt][big]["dense"])
     eligible = {n: s for n, s in sizes.items() if s["fraction"] <= GOAL_SIZE + 1e-9}
     goal = {"runtime": fastest_dense, "batch": int(big),
             "speedups": {n: speedups[fastest_dense][big][n] for n in eligible},
