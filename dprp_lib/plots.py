@@ -200,6 +200,34 @@ def rank_bars(ranks: dict, full_ranks: dict, break_even: dict | None = None, tit
 
 
 # --- trade-offs and grids --------------------------------------------------------------------
+def _label_apart(ax, items, fontsize=7) -> list:
+    """Label points (x, y, text), each at the first of a few offsets where its text overlaps no
+    label placed before it (points that sit close together get readable labels)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = ax.figure
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    fig.canvas.draw()  # settle the layout, so label extents are where they will be drawn
+    renderer = fig.canvas.get_renderer()
+    offsets = [(4, 4), (4, -11), (-4, 4), (-4, -11), (4, 14), (4, -21), (-4, 14), (-4, -21), (4, 24), (4, -31)]
+    placed, labels = [], []
+    for x, y, text in items:
+        for dx, dy in offsets:
+            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
+                                ha="left" if dx > 0 else "right")
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(b) for b in placed):
+                break
+            label.remove()
+        else:  # crowded everywhere: the first place
+            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=offsets[0], fontsize=fontsize)
+            box = label.get_window_extent(renderer)
+        placed.append(box)
+        labels.append(label)
+    return labels
+
+
 def tradeoff(points: list[dict], x: str = "deployed_fraction", y: str = "test_acc",
              xlabel: str = "deployed parameters (fraction of dense)", ylabel: str = "test accuracy",
              title: str = "") -> Figure:
@@ -212,9 +240,8 @@ def tradeoff(points: list[dict], x: str = "deployed_fraction", y: str = "test_ac
             ax.errorbar([p[x] for p in pts], [p[y] for p in pts],
                         xerr=[p.get("xerr", 0) for p in pts], yerr=[p.get("yerr", 0) for p in pts],
                         fmt="o", color=COLORS[i % len(COLORS)], label=g or None, capsize=3)
-            for p in pts:
-                ax.annotate(p["label"], (p[x], p[y]), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        _label_apart(ax, [(p[x], p[y], p["label"]) for p in points])
         if any(groups):
             ax.legend()
     return fig
@@ -287,14 +314,13 @@ def paper_comparison(ours: list[dict], paper: list[dict], published: list[dict],
         for i, p in enumerate(ours):
             a.errorbar(p["deployed_fraction"], p["delta_acc"], yerr=p.get("delta_err", 0), fmt="o",
                        color=COLORS[i % len(COLORS)], capsize=3, label=p["label"])
-        for p in paper:
-            a.scatter(p["deployed_fraction"], p["delta_acc"], marker="*", s=160, color="black", zorder=4)
-            a.annotate(p["label"], (p["deployed_fraction"], p["delta_acc"]), textcoords="offset points",
-                       xytext=(6, -4), fontsize=7)
+        for p in paper:  # named in the legend: a label beside the star would cross the points near it
+            a.scatter(p["deployed_fraction"], p["delta_acc"], marker="*", s=160, color="black", zorder=4,
+                      label=p["label"])
         a.axhline(0, color="gray", lw=1)
         a.set(xlabel="deployed parameters (fraction of dense)", ylabel="accuracy − dense baseline (points)",
               title="change against each study's own dense baseline")
-        a.legend(fontsize=7)
+        a.legend(fontsize=7, loc="best", frameon=True, framealpha=0.9)  # readable over the error bars
         for i, p in enumerate(published):
             lo, hi = p["params"]
             alo, ahi = p["acc"]

@@ -23,3 +23,16 @@ def test_deploy_speedups_draw_one_bar_per_runtime_and_size():
     assert [ax.get_title() for ax in fig.axes] == ["batch 1", "batch 256"]
     heights = sorted(round(p.get_height(), 2) for p in fig.axes[1].patches)
     assert heights == [0.9, 1.2, 1.5, 2.0]
+
+
+def test_tradeoff_labels_of_close_points_do_not_overlap():
+    points = [{"deployed_fraction": 0.73, "test_acc": 0.534, "label": "×0", "group": "l1"},
+              {"deployed_fraction": 0.731, "test_acc": 0.533, "label": "×0.5", "group": "hoyer"},
+              {"deployed_fraction": 0.732, "test_acc": 0.5335, "label": "×0.5", "group": "hoyer_square"},
+              {"deployed_fraction": 0.3, "test_acc": 0.47, "label": "×2", "group": "l1"}]
+    fig = plots.tradeoff(points)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts]
+    assert len(boxes) == 4
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
