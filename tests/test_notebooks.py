@@ -168,3 +168,14 @@ def test_course_runner_writes_notebook_html_and_report(tmp_path):
     assert (tmp_path / "notebooks" / "01_svd_basics.ipynb").is_file()
     assert "<html" in (tmp_path / "html" / "01_svd_basics.html").read_text()[:2000].lower()
     assert json.loads((tmp_path / "course.json").read_text())[0]["chapter"] == "01_svd_basics"
+
+
+@pytest.mark.parametrize("path", chapters(), ids=lambda p: p.stem)
+def test_chapter_states_prerequisites_study_time_and_references(path):
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    head = nb.cells[0].source
+    assert "**Prerequisites:**" in head and "**Study time:** about" in head
+    refs = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## References")]
+    assert len(refs) == 1 and "https://arxiv.org/abs/2401.08014" in refs[0]  # every chapter links the paper
