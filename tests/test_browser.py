@@ -86,7 +86,8 @@ def site(tmp_path_factory):
 
     require_mirror()  # chapters 05 and 07 read runs on the CIFAR-10 mirror
     out = tmp_path_factory.mktemp("course")
-    report = run_course(mode="quick", out=out, only=[c[:2] for c in PANEL_CHAPTERS])
+    # The panel chapters, and 02 for its math.
+    report = run_course(mode="quick", out=out, only=["02"] + [c[:2] for c in PANEL_CHAPTERS])
     assert all(r["status"] == "ok" for r in report), report
     return out / "html", report
 
@@ -96,6 +97,7 @@ def test_offline_pages_have_titles_contents_math_and_working_panels(browser, sit
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     watch = Watch(page)
+    typeset = {}
     page.goto((html_dir / "index.html").as_uri())
     links = page.locator("a").evaluate_all("els => els.map(e => [e.getAttribute('href'), e.textContent])")
     assert [href for href, _ in links] == [f"{r['chapter']}.html" for r in report]  # chapters, in order
@@ -109,6 +111,10 @@ def test_offline_pages_have_titles_contents_math_and_working_panels(browser, sit
         if "$" in source.split("<body", 1)[1]:  # math, when the chapter has some, is typeset locally
             page.wait_for_function("window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30000)
             page.evaluate("MathJax.startup.promise")
+            typeset[r["chapter"]] = page.locator("mjx-container").count()
+        if not page.locator(".dprp-panel").count():
+            page.screenshot(path=str(SHOTS / f"site-{r['chapter']}.png"), full_page=False)
+            continue
         panel = page.locator(".dprp-panel").first
         assert "Precomputed panel" in panel.inner_text()
         picture = panel.locator(".dprp-panel-picture")
@@ -126,6 +132,7 @@ def test_offline_pages_have_titles_contents_math_and_working_panels(browser, sit
                 x = box["x"] + (box["width"] - 3 if at_end else 3)  # back to where it started, by mouse
                 _changes(page, read, lambda: page.mouse.click(x, box["y"] + box["height"] / 2))
         page.screenshot(path=str(SHOTS / f"site-{r['chapter']}.png"), full_page=False)
+    assert typeset.get("02_svd_layers", 0) > 0, f"no formula was typeset: {typeset}"
     assert watch.errors == [], watch.errors
     assert watch.requests == [], f"the pages tried the network: {watch.requests}"
 
