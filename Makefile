@@ -18,7 +18,7 @@ LAB_ARGS ?=
 # JupyterLab refuses to start as root (a container, a root shell) unless told it may.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup browser course test lab clean
+.PHONY: setup browser course test lab release clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,9 @@ course: setup
 
 test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+release: setup
+	$(BIN)/python -m dprp_lib.release --out release
 
 lab: setup
 	@echo "Starting JupyterLab on the course; open the http://127.0.0.1:... URL it prints (with its token). Ctrl-C stops it."
