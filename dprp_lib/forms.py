@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .layers import SVDLayer, svd_layers
+from .metrics import forward_once
 
 FORMS = ("count", "measured")
 
@@ -34,15 +35,7 @@ def input_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[tor
             nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
             shapes[name] = (x.shape, nhwc)
         handles.append(layer.register_forward_pre_hook(hook))
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    forward_once(model, example, handles)
     return shapes
 
 

@@ -54,6 +54,13 @@ def count_macs(model: nn.Module, input_size=(1, 3, 32, 32)) -> int:
     p = next(model.parameters(), None)
     x = torch.zeros(input_size, device=p.device if p is not None else None,
                     dtype=p.dtype if p is not None and p.is_floating_point() else None)
+    forward_once(model, x, handles)
+    return total
+
+
+def forward_once(model: nn.Module, x: torch.Tensor, handles) -> None:
+    """Run `model` on `x` once in eval mode without gradients (for its hooks to observe), then
+    restore its mode and remove `handles`."""
     was_training = model.training
     try:
         model.eval()
@@ -63,7 +70,6 @@ def count_macs(model: nn.Module, input_size=(1, 3, 32, 32)) -> int:
         model.train(was_training)
         for h in handles:
             h.remove()
-    return total
 
 
 @torch.no_grad()

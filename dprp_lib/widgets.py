@@ -55,9 +55,10 @@ class Panel:
     def static_html(self) -> str:
         """The panel as self-contained HTML: each view precomputed, switched by plain controls."""
         saved = [c.value for c in self.controls]
+        views = self.views()
         frames = {}
         try:
-            for view in self.views():
+            for view in views:
                 for control, value in zip(self.controls, view):
                     control.value = value
                 self.update()  # the observers may already have; the last state is what counts
@@ -70,7 +71,7 @@ class Panel:
         pid = f"dprp-panel-{uuid.uuid4().hex[:8]}"
         controls = []
         for i, c in enumerate(self.controls):
-            values = list(dict.fromkeys(v[i] for v in self.views()))
+            values = list(dict.fromkeys(v[i] for v in views))
             if all(isinstance(v, (int, float)) for v in values):
                 values.sort()
             options = [str(v) for v in values]
