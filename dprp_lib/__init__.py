@@ -9,7 +9,7 @@
     fast = dprp.deploy(model, x)                       # for inference: BatchNorm folded, forms timed
     dprp.export(fast, "model.onnx", x)                 # ONNX (or .pt2), batch size dynamic
 """
-from . import models
+from . import models, paths
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .convert import compact, svdify
 from .deployment import deploy, export

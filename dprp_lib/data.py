@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import paths
 from .checkpoint import save_checkpoint
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -117,11 +118,11 @@ class DataUnavailable(FileNotFoundError):
     """The data set is not on disk and could not be downloaded."""
 
 
-def load_dataset(name: str, root="data", source=None, download: bool = True) -> ImageData:
-    """Load a data set by name (one of DATASETS), decoding it once into `root`'s cache."""
+def load_dataset(name: str, root=None, source=None, download: bool = True) -> ImageData:
+    """Load a data set by name (one of DATASETS), decoding it once into `root`'s cache (None: the repository's data/)."""
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}")
-    root = Path(root)
+    root = Path(root) if root is not None else paths.DATA
     cache = root / f"{name}.uint8.pt"
     if cache.is_file():
         d = torch.load(cache, weights_only=True)

@@ -25,14 +25,12 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .data import default_dataset
-from . import runs
+from . import paths, runs
 from .methods import METHODS
 from .runs import Run, config_key, load_run
 from .train import fit
 
 MODES = ("smoke", "quick", "full")
-RESULTS = Path("results/runs")
-SCRATCH = Path("build/runs")
 # Committed results keep checkpoints only where a chapter loads the trained weights.
 KEEP_CHECKPOINTS = {"06_dynamic_rank_pruning": {"dense", "dprp"}, "04_sorting": {"sort=0"}}
 CHAPTER_GRIDS = ("03_orthogonality", "04_sorting", "05_sparsity", "06_dynamic_rank_pruning", "07_ablations",
@@ -40,13 +38,15 @@ CHAPTER_GRIDS = ("03_orthogonality", "04_sorting", "05_sparsity", "06_dynamic_ra
 
 
 def run_or_load(config: TrainConfig, results=None, scratch=None, log=print, data_dir=None) -> Run:
-    """The committed run for `config` if there is one, else train it now (reading data from `data_dir`)."""
-    if data_dir is not None:
-        config = dataclasses.replace(config, data_dir=str(data_dir))
+    """The committed run for `config` if there is one, else train it now.
+
+    Folders left as None are the repository's own: results/runs, build/runs and data/ (`paths`).
+    """
+    config = dataclasses.replace(config, data_dir=str(data_dir or paths.DATA))
     found = find_run(config, results, scratch)
     if found is not None:
         return found
-    out = Path(scratch or SCRATCH) / config_key(config)
+    out = Path(scratch or paths.SCRATCH) / config_key(config)
     if log:
         log(f"training {config.method} {config.model} ({describe(config)}) -> {out}")
     config = dataclasses.replace(config, out_dir=str(out), resume=True)
@@ -58,7 +58,7 @@ def run_or_load(config: TrainConfig, results=None, scratch=None, log=print, data
 
 def find_run(config: TrainConfig, results=None, scratch=None) -> Run | None:
     """The finished run for exactly `config` in `results` (committed) or `scratch`, or None."""
-    return runs.find_run(config, results or RESULTS, scratch or SCRATCH)
+    return runs.find_run(config, results or paths.RESULTS, scratch or paths.SCRATCH)
 
 
 def run_grid(chapter: str, mode: str, device: str = "auto", results=None, scratch=None, log=print,
@@ -342,7 +342,7 @@ def main(argv=None) -> int:
     p.add_argument("chapter", nargs="+", choices=list(CHAPTER_GRIDS),
                    help="one or more grids, trained in this order")
     p.add_argument("--mode", default="quick", choices=MODES)
-    p.add_argument("--results", default=str(RESULTS), help="where the runs are written and committed")
+    p.add_argument("--results", default=str(paths.RESULTS), help="where the runs are written and committed")
     p.add_argument("--device", default="auto")
     p.add_argument("--parallel", type=int, default=1, help="trainings at once, as separate processes")
     p.add_argument("--threads", type=int, default=None,

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .experiments import MODES
+from . import paths
+from .experiments import MODES, preset, run_grid
 from .train import resolve_device
 
 
@@ -26,9 +27,22 @@ def setup(mode: str, seed: int = 0, device: str = "auto") -> torch.device:
     return dev
 
 
-def save_metrics(path, **values) -> Path:
-    """Write a chapter's key numbers as JSON (the tests read them back)."""
-    path = Path(path)
+def chapter_runs(chapter: str, mode: str, device: str = "auto", data_dir=None, scratch=None) -> dict:
+    """The runs of a chapter's grid (committed ones loaded, the rest trained now), and what they are."""
+    runs = run_grid(chapter, mode, device, scratch=scratch, data_dir=data_dir)
+    base = preset(mode)
+    loaded = sum(r.loaded for r in runs.values())
+    dataset = next(iter(runs.values())).summary["dataset"]
+    print(f"{len(runs)} runs, {loaded} loaded from {paths.shown(paths.RESULTS)}, {len(runs) - loaded} trained now")
+    print(f"each: ResNet-20 on {dataset}, {base.train_per_class * 10:,} training and {base.test_per_class * 10:,} test "
+          f"images, {base.epochs} epochs, seed {base.seed}, batch {base.batch_size}, SGD lr {base.lr:g} (cosine), "
+          f"cuts after epochs {base.prune_warmup}–{base.prune_stop or base.epochs} at energy {base.energy:g}")
+    return runs
+
+
+def save_metrics(chapter: str, path=None, **values) -> Path:
+    """Write a chapter's key numbers as JSON (the tests read them back); path None: build/metrics/<chapter>.json."""
+    path = Path(path) if path is not None else paths.METRICS / f"{chapter}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(values, indent=2, default=_plain) + "\n")
     return path

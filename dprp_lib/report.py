@@ -16,6 +16,7 @@ import re
 import statistics
 from pathlib import Path
 
+from .paths import RESULTS, ROOT
 from .experiments import DPRP_POINTS, FULL_RECIPE, accuracy_change, collect, find_run, grid, mean_interval
 
 SET = ("08_resnet20_cifar10", "full")
@@ -29,7 +30,6 @@ TARGETS = {
           "max_fraction": 0.5, "min_change": -1.0},
 }
 MIN_SEEDS = 3  # a target is decided on at least this many paired seeds
-ROOT = Path(__file__).resolve().parent.parent
 PAGES = (ROOT / "README.md", ROOT / "results" / "full-data.md")  # the pages that carry these tables
 
 
@@ -239,7 +239,7 @@ def with_sections(text: str, results=None, dataset=None) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m dprp_lib.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", default=str(ROOT / "results" / "runs"))
+    p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--dataset", default=None, help="whose runs (default: the mirror when DPRP_CIFAR10_MIRROR is set, "
                    "else the official CIFAR-10)")
     p.add_argument("--write", action="store_true", help="update the table in README.md and results/full-data.md")

@@ -179,3 +179,22 @@ def test_chapter_states_prerequisites_study_time_and_references(path):
     assert "**Prerequisites:**" in head and "**Study time:** about" in head
     refs = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## References")]
     assert len(refs) == 1 and "https://arxiv.org/abs/2401.08014" in refs[0]  # every chapter links the paper
+
+
+def test_chapters_import_the_installed_package_and_find_the_repository_folders(tmp_path):
+    """No sys.path edits, no folders relative to notebooks/: a chapter copied elsewhere still loads its committed runs."""
+    import shutil
+
+    import nbformat
+
+    for path in chapters() + SOLUTIONS:
+        code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        assert "sys.path" not in code and '"../' not in code, path.name
+    require_mirror()
+    copy = tmp_path / "elsewhere" / "04_sorting.ipynb"
+    copy.parent.mkdir()
+    shutil.copy(NOTEBOOKS / "04_sorting.ipynb", copy)
+    metrics = tmp_path / "metrics.json"
+    execute(copy, tmp_path / "out.ipynb", {"MODE": "quick", "DEVICE": "cpu", "METRICS_PATH": str(metrics)},
+            cell_timeout=900)
+    assert json.loads(metrics.read_text())["total_rank"]["sort=0"] > 0
