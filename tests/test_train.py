@@ -295,3 +295,26 @@ def test_a_run_with_measured_forms_trains(tmp_path):
     summary = T.fit(small(tmp_path, epochs=2, forms="measured"))
     history = rows(tmp_path / "run")
     assert history[-1]["train_loss"] < history[0]["train_loss"] and summary["total_rank"] < summary["full_rank"]
+
+
+def test_each_cut_also_records_the_accuracy_with_batchnorm_recalibrated(reference):
+    _, _, history = reference
+    cut_rows = [r for r in history if "test_acc_before_cut" in r]
+    assert cut_rows and all(0 <= r["test_acc_after_cut_recalibrated"] <= 1 for r in cut_rows)
+    assert all("test_acc_after_cut_recalibrated" not in r for r in history if r not in cut_rows)
+
+
+def test_batchnorm_recalibration_re_estimates_statistics_from_the_batches():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4, momentum=0.1))
+    batches = [(torch.randn(8, 3, 5, 5) * 3 + 2, torch.zeros(8)) for _ in range(4)]
+    model[1].running_mean.fill_(100.0)  # statistics of some other network
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    T.recalibrate_batchnorm(model, batches)
+    with torch.no_grad():
+        out = torch.cat([model[0](x) for x, _ in batches])
+    assert torch.allclose(model[1].running_mean, out.mean((0, 2, 3)), atol=1e-5)
+    batch_vars = torch.stack([model[0](x).detach().var((0, 2, 3)) for x, _ in batches])  # unbiased, per batch
+    assert torch.allclose(model[1].running_var, batch_vars.mean(0), atol=1e-4)
+    assert model[1].momentum == 0.1 and not model.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())  # only statistics changed
