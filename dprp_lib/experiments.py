@@ -297,7 +297,7 @@ def collect(chapter: str, mode: str, results=None, dataset: str | None = None, s
                    test_images=first.summary["test_images"], device=first.summary["device"],
                    amp=first.summary["amp"], compile=first.summary["compile"],
                    deployed_params=[r.summary["deployed_params"] for r in runs[row["variant"]]],
-                   dense_params=first.summary["dense_params"])
+                   dense_params=first.summary["dense_params"], runs=[r.path.name for r in group])
     return {"chapter": chapter, "mode": mode, "rows": rows, "missing": missing}
 
 

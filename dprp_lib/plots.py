@@ -134,6 +134,133 @@ def layer_costs(m: int, n: int, positions: int = 1, title: str = "") -> Figure:
     return fig
 
 
+def break_even(m: int, n: int, rank: int | None = None, title: str = "") -> Figure:
+    """Cost of one m×n layer at each rank as a fraction of its dense cost: U, s, V as trained, and
+    deployed (s folded into U; its multiply-accumulates per position follow the same line)."""
+    r = np.arange(1, min(m, n) + 1)
+    with _style():
+        fig, (ax,) = _figure(width=6.0, height=3.2)
+        ax.plot(r, r * (m + n + 1) / (m * n), label="U, s, V as trained: r(m + n + 1) / mn")
+        ax.plot(r, r * (m + n) / (m * n), ls="-.", label="deployed, parameters and MACs: r(m + n) / mn")
+        ax.axhline(1.0, color=COLORS[2], ls="--", label="dense")
+        for value, color in ((m * n / (m + n + 1), COLORS[0]), (m * n / (m + n), COLORS[1])):
+            if value <= r[-1]:
+                ax.axvline(value, color=color, ls=":", lw=1)
+        if rank is not None:
+            ax.axvline(rank, color="black", lw=1, label=f"rank {rank}")
+        ax.set(xlabel="rank r", ylabel="cost / dense cost", xlim=(0, r[-1] + 1), ylim=(0, None),
+               title=title or f"m = {m}, n = {n}: break-even where a line crosses 1")
+        ax.legend(loc="upper left")
+    return fig
+
+
+def spectrum_against_truth(s, sigma, title: str = "") -> Figure:
+    """|s_i| as the layer stores them against the true singular values σ_i of U·diag(s)·Vᵀ."""
+    s, sigma = np.abs(_np(s)).ravel(), _np(sigma).ravel()[: len(_np(s).ravel())]
+    i = np.arange(1, len(s) + 1)
+    with _style():
+        fig, (ax,) = _figure(width=6.0, height=3.2)
+        ax.bar(i, sigma, color="lightgray", label="true σ_i of U·diag(s)·Vᵀ")
+        ax.plot(i, s, "o", color=COLORS[0], label="|s_i| (what a cut reads)")
+        ax.set(xlabel="index i", ylabel="value", title=title, xticks=i)
+        ax.legend()
+    return fig
+
+
+def energy_cut(s, energy: float, title: str = "") -> Figure:
+    """One spectrum twice, as stored (index order) and sorted, each with the directions that the
+    energy rule keeps (coloured) and the cut (dashed line) after the k-th stored value."""
+    from .lowrank import energy_rank
+
+    s = np.abs(_np(s)).ravel()
+    with _style():
+        fig, axes = _figure(2, width=10, height=3.2, sharey=True)
+        for ax, (label, values) in zip(axes, (("as stored (index order)", s), ("sorted", np.sort(s)[::-1]))):
+            k = energy_rank(torch.as_tensor(values.copy()), energy)
+            i = np.arange(1, len(values) + 1)
+            ax.bar(i[:k], values[:k], color=COLORS[0], width=0.9, label=f"kept: first {k}")
+            ax.bar(i[k:], values[k:], color="lightgray", width=0.9, label=f"cut: {len(values) - k}")
+            ax.axvline(k + 0.5, color="black", ls="--", lw=1)
+            ax.set(xlabel="index i", title=f"{label}: keeps {k} of {len(values)}")
+            ax.legend()
+        axes[0].set_ylabel("|s_i|")
+        fig.suptitle(title or f"energy rule, ε = {energy:g}: the cut keeps the leading k values")
+    return fig
+
+
+# --- diagrams ----------------------------------------------------------------------------------
+def _box(ax, x, y, text, width=1.7, height=0.8, color="white"):
+    ax.add_patch(matplotlib.patches.FancyBboxPatch((x - width / 2, y - height / 2), width, height,
+                                                   boxstyle="round,pad=0.04", facecolor=color,
+                                                   edgecolor="black", lw=1))
+    ax.text(x, y, text, ha="center", va="center", fontsize=8)
+
+
+def _arrow(ax, start, end, text="", rad=0.0):
+    ax.annotate("", xy=end, xytext=start,
+                arrowprops=dict(arrowstyle="->", lw=1.2, connectionstyle=f"arc3,rad={rad}"))
+    if text:
+        ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.25, text, ha="center", fontsize=7)
+
+
+def _diagram(width, height, xlim, ylim):
+    with _style():
+        fig, (ax,) = _figure(width=width, height=height)
+    ax.set(xlim=xlim, ylim=ylim, aspect="equal")
+    ax.axis("off")
+    return fig, ax
+
+
+def factored_layer_diagram(c_in: int = 16, c_out: int = 32, k: int = 3, r: int = 8) -> Figure:
+    """A k×k convolution as one dense op (top) and as SVD factors run as two convolutions (bottom),
+    with the weights each holds for these sizes."""
+    m, n = c_out, c_in * k * k
+    fig, ax = _diagram(11, 3.6, (-0.2, 11.2), (-0.6, 3.4))
+    light, factor = "#eef3fb", "#fff3e0"
+    _box(ax, 0.8, 2.6, f"x\n{c_in} channels", color=light)
+    _box(ax, 5.5, 2.6, f"conv {k}×{k}, {c_in} → {c_out}\nW: m×n = {m}×{n}\n{m * n:,} weights", width=3.4,
+         height=1.0)
+    _box(ax, 10.2, 2.6, f"y\n{c_out} channels", color=light)
+    _arrow(ax, (1.65, 2.6), (3.8, 2.6))
+    _arrow(ax, (7.2, 2.6), (9.35, 2.6))
+    ax.text(5.5, 3.25, "dense: one convolution, m·n multiply-accumulates per position", ha="center", fontsize=9)
+    _box(ax, 0.8, 0.4, f"x\n{c_in} channels", color=light)
+    _box(ax, 3.35, 0.4, f"Vᵀ: conv {k}×{k}\n{c_in} → r = {r}\n{n * r:,} weights", width=2.3, height=1.0,
+         color=factor)
+    _box(ax, 5.75, 0.4, f"× s\n(r = {r} scales)", width=1.6, color=factor)
+    _box(ax, 8.0, 0.4, f"U: conv 1×1\nr = {r} → {c_out}\n{m * r:,} weights", width=2.2, height=1.0, color=factor)
+    _box(ax, 10.2, 0.4, f"y\n{c_out} channels", color=light)
+    for a, b in (((1.65, 0.4), (2.2, 0.4)), ((4.5, 0.4), (4.95, 0.4)), ((6.55, 0.4), (6.9, 0.4)),
+                 ((9.1, 0.4), (9.35, 0.4))):
+        _arrow(ax, a, b)
+    ax.text(5.5, 1.15, f"factored, W = U·diag(s)·Vᵀ: r(m + n) multiply-accumulates per position, "
+            f"{r * (m + n + 1):,} numbers as trained", ha="center", fontsize=9)
+    return fig
+
+
+def dprp_loop_diagram() -> Figure:
+    """The DPRP training loop: penalised epochs, cuts by the energy rule on the schedule, and the
+    compaction to plain layers at the end."""
+    fig, ax = _diagram(12, 3.7, (-0.1, 13.3), (-1.0, 3.45))
+    train, cut, done = "#eef3fb", "#fff3e0", "#e8f5e9"
+    _box(ax, 1.2, 1.9, "svdify: each conv and\nlinear as U, s, V\n(full rank)", width=2.3, height=1.0, color=done)
+    _box(ax, 4.6, 1.9, "train one epoch on\nloss + λ_orth R_orth\n+ λ_sort R_sort + λ_sparse R_sparse",
+         width=3.3, height=1.0, color=train)
+    _box(ax, 8.3, 1.9, "cut due this epoch?\n(after a warm-up, every\nfew epochs until a stop)", width=2.8,
+         height=1.0, color=train)
+    _box(ax, 8.3, -0.35, "energy rule per layer: keep the\nsmallest k with (1 − ε) of Σ s²;\n"
+         "slice U, s, V and optimizer state", width=3.6, height=1.0, color=cut)
+    _box(ax, 11.85, 1.9, "compact():\nplain convs (two\nstages below\nbreak-even)", width=2.2, height=1.2,
+         color=done)
+    _arrow(ax, (2.35, 1.9), (2.95, 1.9))
+    _arrow(ax, (6.25, 1.9), (6.9, 1.9))
+    _arrow(ax, (8.3, 1.4), (8.3, 0.15), "yes")
+    _arrow(ax, (8.3, 2.4), (4.9, 2.4), "no: next epoch", rad=0.45)
+    _arrow(ax, (6.5, -0.35), (4.6, 1.4), "next epoch", rad=-0.3)
+    _arrow(ax, (9.7, 1.9), (10.75, 1.9), "after the\nlast epoch")
+    return fig
+
+
 # --- training curves -------------------------------------------------------------------------
 def curves(runs: dict, key: str, ylabel: str, log: bool = False, title: str = "", ax=None) -> Figure:
     """`key` of each run's metrics against epoch; `runs` maps a label to a list of metric rows."""

@@ -53,6 +53,7 @@ def full_data_rows(results=None, dataset=None) -> dict:
             "time_fraction": r["time"] / dense["time"] if dense else None,
             "dataset": r["dataset"], "device": r["device"], "amp": r["amp"],
             "epochs": r["epochs"], "train_images": r["train_images"], "test_images": r["test_images"],
+            "runs": r["runs"],
         })
     label = table["rows"][0]["dataset"] if table["rows"] else None
     # Dense first, then DPRP's operating points from largest to smallest, then the rest.
@@ -81,6 +82,40 @@ def display_rows(report: dict) -> list[dict]:
             "time/dense": f"{r['time_fraction']:.2f}" if r["time_fraction"] else "—",
         })
     return out
+
+
+DEPLOY_BENCHMARK = ROOT / "results" / "benchmarks" / "deploy-cpu.json"
+
+
+def cost_rows(report: dict, deploy: dict | None = None) -> list[dict]:
+    """Beside each variant's sizes, what it costs: its training time against the dense run's (the
+    full-data runs' own clocks: 1-thread runs, two at a time on a 2-core CPU) and, where
+    benchmarks/deploy.py timed one of its runs' ranks, the deployed model's speed-up over dense."""
+    import json
+
+    if deploy is None and DEPLOY_BENCHMARK.is_file():
+        deploy = json.loads(DEPLOY_BENCHMARK.read_text())
+    timed = {}
+    for size, info in (deploy or {}).get("sizes", {}).items():
+        found = re.search(r"results/runs/(\w+)", info["source"])
+        if found:
+            timed[found[1]] = size
+    speedups = (deploy or {}).get("speedup_vs_dense", {})
+    rows = []
+    for r in report["rows"]:
+        size = next((timed[k] for k in r.get("runs", []) if k in timed), None)
+
+        def speedup(runtime, batch):
+            if r["variant"] == DENSE.removeprefix("resnet20 "):
+                return "1 (reference)"
+            return f"{speedups[runtime][batch][size]:.2f}×" if size else "not timed"
+        rows.append({"variant": r["variant"], "deployed/dense": f"{r['deployed_fraction']:.1%}",
+                     "MACs/dense": f"{r['macs_fraction']:.1%}",
+                     "training time/dense": f"{r['time_fraction']:.2f}" if r["time_fraction"] else "—",
+                     "inference speed-up, batch 1 (ONNX Runtime)": speedup("onnxruntime", "1"),
+                     "batch 256 (ONNX Runtime)": speedup("onnxruntime", "256"),
+                     "batch 256 (torch eager)": speedup("eager", "256")})
+    return rows
 
 
 def show(variants=None, results=None, dataset=None) -> dict:

@@ -228,3 +228,167 @@ class GridExplorer(Panel):
         text = (f"{self.variant.value}: test accuracy {row['test_acc']:.1%} (seeds: {accs}); deployed "
                 f"{row['deployed_fraction']:.1%} of dense; total rank {row['total_rank']:.0f}")
         return dict(row), fig, text
+
+
+class LayerCostCalculator(Panel):
+    """Chapter 02: break-even ranks of a convolution's shape, for parameters and for compute."""
+
+    CHANNELS = (16, 32, 64, 128, 256)
+
+    def __init__(self, c_in: int = 64, c_out: int = 64, kernel: int = 3):
+        self.c_in = W.Dropdown(options=self.CHANNELS, value=c_in, description="C_in")
+        self.c_out = W.Dropdown(options=self.CHANNELS, value=c_out, description="C_out")
+        self.kernel = W.Dropdown(options=(1, 3, 5), value=kernel, description="kernel")
+        self.controls = [self.c_in, self.c_out, self.kernel]
+        self._build()
+
+    def views(self) -> list[tuple]:
+        # The static page spans the same range on a coarser grid: every view is a PNG in the page.
+        return list(itertools.product((16, 64, 256), (16, 64, 256), (1, 3)))
+
+    def compute(self):
+        from .layers import SVDConv2d
+
+        layer = SVDConv2d(self.c_in.value, self.c_out.value, self.kernel.value)  # the library's own counts
+        m, n, k = layer.m, layer.n, self.kernel.value
+        trained, deployed = layer.break_even_rank, m * n / (m + n)
+        result = {"m": m, "n": n, "max_rank": layer.max_rank, "break_even_trained": trained,
+                  "break_even_deployed": deployed}
+        fig = plots.break_even(m, n, title=f"conv {k}×{k}, {self.c_in.value} → {self.c_out.value}: m = {m}, n = {n}")
+        saves = ("saves nothing at any rank" if deployed >= layer.max_rank else
+                 f"saves only below {deployed / layer.max_rank:.0%} of its full rank")
+        text = (f"m = C_out = {m}, n = C_in·k² = {n}, full rank {layer.max_rank}. Break-even rank: "
+                f"{trained:.1f} for U, s, V as trained, {deployed:.1f} deployed (parameters and multiply-"
+                f"accumulates alike): the factored form {saves}.")
+        return result, fig, text
+
+
+class DriftExplorer(Panel):
+    """Chapter 03: let U (or U and V) drift from orthonormal and compare |s| with the true spectrum."""
+
+    DRIFTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+
+    def __init__(self, s=(4.0, 3.0, 2.0, 1.5, 1.0, 0.5, 0.2, 0.1), m: int = 16, n: int = 32, energy: float = 0.01,
+                 seed: int = 0):
+        from .layers import SVDLinear
+
+        g = torch.Generator().manual_seed(seed)
+        r = len(s)
+        self.energy = energy
+        self.layer = SVDLinear(n, m, bias=False, rank=r, dtype=torch.float64)
+        self.U0 = torch.linalg.qr(torch.randn(m, r, generator=g, dtype=torch.float64))[0]
+        self.V0 = torch.linalg.qr(torch.randn(n, r, generator=g, dtype=torch.float64))[0]
+        # One fixed direction of drift, scaled by the slider: the views differ only in how far. A
+        # drift d moves each unit column by a vector of length about d.
+        self.noise = (torch.randn(m, r, generator=g, dtype=torch.float64) / m ** 0.5,
+                      torch.randn(n, r, generator=g, dtype=torch.float64) / n ** 0.5)
+        with torch.no_grad():
+            self.layer.s.copy_(torch.tensor(s, dtype=torch.float64))
+        self.drift = W.SelectionSlider(options=self.DRIFTS, value=0.2, description="drift",
+                                       continuous_update=False)
+        self.factors = W.Dropdown(options=("U", "U and V"), value="U", description="drifting")
+        self.controls = [self.drift, self.factors]
+        self._build()
+
+    def compute(self):
+        from .lowrank import energy_rank
+        from .regularizers import layer_orthogonality
+
+        d = self.drift.value
+        with torch.no_grad():
+            self.layer.U.copy_(self.U0 + d * self.noise[0])
+            self.layer.V.copy_(self.V0 + (d * self.noise[1] if self.factors.value == "U and V" else 0))
+            sigma = torch.linalg.svdvals(self.layer.matrix()[0])[: self.layer.rank]  # one group
+            s = self.layer.s.abs()
+            orth = layer_orthogonality(self.layer).item()
+            k = energy_rank(s, self.energy)  # what a cut that trusts |s| keeps: the first k directions
+            W = self.layer.matrix()[0]
+            U, V = self.layer.U, self.layer.V
+            cut = (U[:, :k] * s[:k]) @ V[:, :k].T
+            norm = torch.linalg.norm(W)
+            cut_error = (torch.linalg.norm(W - cut) / norm).item()
+        promised = (s[k:].square().sum() / s.square().sum()).sqrt().item()
+        best = (sigma[k:].square().sum() / sigma.square().sum()).sqrt().item()  # Eckart–Young at rank k
+        gap = (torch.linalg.norm(s.sort(descending=True).values - sigma) / torch.linalg.norm(sigma)).item()
+        result = {"drift": d, "factors": self.factors.value, "orth": orth, "gap": gap, "rank": k,
+                  "cut_error": cut_error, "promised_error": promised, "best_error": best}
+        fig = plots.spectrum_against_truth(s, sigma, title=f"{self.factors.value} drifted by {d:g}")
+        text = (f"drift {d:g} ({self.factors.value}): orthogonality penalty {orth:.4f}, gap ‖sort(|s|) − σ‖/‖σ‖ = "
+                f"{gap:.3f}. Cutting to the first {k} directions (ε = {self.energy:g} on |s|) changes W by "
+                f"{cut_error:.2%} of ‖W‖; |s| promised {promised:.2%}; the best rank-{k} cut changes it by "
+                f"{best:.2%}.")
+        return result, fig, text
+
+
+class EnergyCutExplorer(Panel):
+    """Chapter 04: a stored spectrum cut by the energy rule in index order, against the same values sorted."""
+
+    def __init__(self, spectra: dict, energies=(1e-3, 3e-3, 1e-2, 3e-2, 0.1)):
+        self.spectra = {name: torch.as_tensor(s).detach().abs().double().ravel() for name, s in spectra.items()}
+        self.layer = W.Dropdown(options=list(self.spectra), description="layer")
+        self.energy = W.SelectionSlider(options=tuple(energies), value=energies[len(energies) // 2],
+                                        description="ε", continuous_update=False)
+        self.controls = [self.layer, self.energy]
+        self._build()
+
+    def compute(self):
+        from .lowrank import energy_rank
+
+        s, eps = self.spectra[self.layer.value], self.energy.value
+        ordered = s.sort(descending=True).values
+        k_index, k_sorted = energy_rank(s, eps), energy_rank(ordered, eps)
+        kept_index = (s[:k_index].square().sum() / s.square().sum()).item()
+        lost_large = int((s[k_index:] > s[:k_index].min()).sum())  # cut values above the smallest one kept
+        result = {"layer": self.layer.value, "energy": eps, "kept_index_order": k_index, "kept_sorted": k_sorted,
+                  "energy_kept_index_order": kept_index, "larger_values_cut": lost_large}
+        fig = plots.energy_cut(s, eps, title=f"{self.layer.value}, ε = {eps:g}")
+        text = (f"{self.layer.value}: in index order the rule keeps {k_index} of {len(s)} ({kept_index:.2%} of "
+                f"Σ s²) and cuts {lost_large} value(s) larger than the smallest it keeps; on the sorted values "
+                f"it would keep {k_sorted}.")
+        return result, fig, text
+
+
+class TruncationExplorer(Panel):
+    """Chapter 06: the energy rule applied once to trained models, at the ε of a slider."""
+
+    def __init__(self, models: dict, evaluate, dense_params: int,
+                 energies=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)):
+        """`models`: {label: factored model}; `evaluate(model)` returns its accuracy."""
+        import copy
+
+        from .metrics import deployed_params
+        from .pruning import prune_ranks
+
+        self.views_computed = {}
+        for label, model in models.items():
+            full = {name: layer.rank for name, layer in _svd_layers(model)}
+            for eps in energies:
+                cut = copy.deepcopy(model)
+                prune_ranks(cut, energy=eps, reorder=True)  # on sorted |s|: these models were not all trained sorted
+                layers = dict(_svd_layers(cut))
+                self.views_computed[(label, eps)] = {
+                    "ranks": {name: layer.rank for name, layer in layers.items()}, "full_ranks": full,
+                    "break_even": {name: layer.break_even_rank for name, layer in layers.items()},
+                    "deployed_fraction": deployed_params(cut) / dense_params, "accuracy": evaluate(cut)}
+        self.model = W.Dropdown(options=list(models), description="model")
+        self.energy = W.SelectionSlider(options=tuple(energies), value=energies[len(energies) // 2], description="ε",
+                                        continuous_update=False)
+        self.controls = [self.model, self.energy]
+        self._build()
+
+    def compute(self):
+        label, eps = self.model.value, self.energy.value
+        v = self.views_computed[(label, eps)]
+        fig = plots.rank_bars(v["ranks"], v["full_ranks"], v["break_even"],
+                              title=f"{label}, cut once at ε = {eps:g}: ranks kept")
+        text = (f"{label} cut at ε = {eps:g}, no further training: total rank {sum(v['ranks'].values())} of "
+                f"{sum(v['full_ranks'].values())}, deployed parameters {v['deployed_fraction']:.1%} of dense, "
+                f"accuracy {v['accuracy']:.1%}.")
+        return {"model": label, "energy": eps, **{k: v[k] for k in ("deployed_fraction", "accuracy")},
+                "total_rank": sum(v["ranks"].values())}, fig, text
+
+
+def _svd_layers(model):
+    from .layers import svd_layers
+
+    return svd_layers(model)

@@ -179,6 +179,8 @@ def test_chapter_states_prerequisites_study_time_and_references(path):
     assert "**Prerequisites:**" in head and "**Study time:** about" in head
     refs = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## References")]
     assert len(refs) == 1 and "https://arxiv.org/abs/2401.08014" in refs[0]  # every chapter links the paper
+    checks = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("**Check your understanding**")]
+    assert checks and all("<details><summary>Answer</summary>" in c for c in checks)  # short questions, answers folded
 
 
 def test_chapters_import_the_installed_package_and_find_the_repository_folders(tmp_path):

@@ -36,3 +36,35 @@ def test_tradeoff_labels_of_close_points_do_not_overlap():
     boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts]
     assert len(boxes) == 4
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def _texts(fig):
+    return " | ".join(t.get_text() for t in fig.axes[0].texts)
+
+
+def test_factored_layer_diagram_counts_the_weights_of_each_form():
+    text = _texts(plots.factored_layer_diagram(c_in=16, c_out=32, k=3, r=8))
+    # dense 32×144; factored: Vᵀ 144·8, U 32·8, and U, s, V as trained 8·(32 + 144 + 1)
+    assert "4,608 weights" in text and "1,152 weights" in text and "256 weights" in text and "1,416 numbers" in text
+
+
+def test_dprp_loop_diagram_names_each_step():
+    text = _texts(plots.dprp_loop_diagram())
+    for step in ("svdify", "train one epoch", "cut due", "energy rule", "optimizer state", "compact()"):
+        assert step in text, step
+
+
+def test_energy_cut_keeps_the_leading_values_in_each_order():
+    s = torch.tensor([3.0, 0.2, 2.0, 1.0])
+    fig = plots.energy_cut(s, 0.1)
+    assert [ax.get_title() for ax in fig.axes] == ["as stored (index order): keeps 3 of 4", "sorted: keeps 2 of 4"]
+    stored = [round(p.get_height(), 2) for p in fig.axes[0].patches]
+    assert stored == [3.0, 0.2, 2.0, 1.0]  # drawn in the stored order, not sorted
+
+
+def test_break_even_figure_crosses_one_at_the_break_even_ranks():
+    fig = plots.break_even(64, 576)
+    trained, deployed = fig.axes[0].get_lines()[:2]
+    r = trained.get_xdata()
+    assert np.allclose(trained.get_ydata(), r * (64 + 576 + 1) / (64 * 576))
+    assert np.allclose(deployed.get_ydata(), r * (64 + 576) / (64 * 576))

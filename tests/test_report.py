@@ -44,3 +44,22 @@ def test_readme_and_results_page_show_the_committed_runs():
         assert R.with_sections(text, ROOT / "results" / "runs", "cifar10-mirror") == text, \
             f"{path.name} is stale: run python -m dprp_lib.report --write"
     assert all(R.markers(name)[0] in R.PAGES[1].read_text() for name in R.SECTIONS)
+
+
+def test_cost_rows_put_training_time_and_inference_speed_beside_the_sizes():
+    from dprp_lib.report import cost_rows
+
+    rows = [{"variant": "dense", "deployed_fraction": 1.0, "macs_fraction": 1.0, "time_fraction": 1.0, "runs": ["d0"]},
+            {"variant": "dprp 50%", "deployed_fraction": 0.496, "macs_fraction": 0.547, "time_fraction": 1.13,
+             "runs": ["aaa111", "bbb222"]},
+            {"variant": "dprp 30%", "deployed_fraction": 0.29, "macs_fraction": 0.34, "time_fraction": 1.01,
+             "runs": ["ccc333"]}]
+    deploy = {"sizes": {"~50%": {"source": "results/runs/bbb222 (DPRP, energy 0.0011, seed 0)"},
+                        "~75%": {"source": "uniform cut of every layer to 66% of its rank"}},
+              "speedup_vs_dense": {rt: {"1": {"~50%": 1.12, "~75%": 0.9}, "256": {"~50%": 1.19, "~75%": 1.0}}
+                                   for rt in ("onnxruntime", "eager")}}
+    out = {r["variant"]: r for r in cost_rows({"rows": rows}, deploy)}
+    assert out["dprp 50%"]["training time/dense"] == "1.13" and out["dprp 50%"]["MACs/dense"] == "54.7%"
+    assert out["dprp 50%"]["inference speed-up, batch 1 (ONNX Runtime)"] == "1.12×"  # timed at run bbb222's ranks
+    assert out["dprp 30%"]["batch 256 (torch eager)"] == "not timed"  # no benchmark used its ranks
+    assert out["dense"]["batch 256 (ONNX Runtime)"] == "1 (reference)"
