@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -299,6 +300,29 @@ def collect(chapter: str, mode: str, results=None, dataset: str | None = None, s
                    deployed_params=[r.summary["deployed_params"] for r in runs[row["variant"]]],
                    dense_params=first.summary["dense_params"], runs=[r.path.name for r in group])
     return {"chapter": chapter, "mode": mode, "rows": rows, "missing": missing}
+
+
+def cut_drops(history: list[dict], split: str = "test") -> dict:
+    """Accuracy lost right after a cut, in points, mean over a run's cuts: as measured (BatchNorm
+    statistics still those of the uncut network) and with them re-estimated (runs that record it).
+    """
+    before = f"{split}_acc_before_cut"
+    cuts = [h for h in history if h.get(before) is not None]
+    raw = [100 * (h[before] - h[f"{split}_acc"]) for h in cuts]
+    recal = [100 * (h[before] - h[f"{split}_acc_after_cut_recalibrated"]) for h in cuts
+             if f"{split}_acc_after_cut_recalibrated" in h]
+    return {"cuts": len(cuts), "raw": sum(raw) / len(raw) if raw else None,
+            "recalibrated": sum(recal) / len(recal) if recal and len(recal) == len(cuts) else None}
+
+
+def epoch_noise(history: list[dict], split: str = "test", last: int = 6) -> float:
+    """Median |change| of accuracy between consecutive epochs over a run's last `last` epochs, in
+    points: how much the accuracy moves from one epoch to the next with no cut at all (read it
+    from a run without cuts)."""
+    acc = [h[f"{split}_acc"] for h in history if h.get(f"{split}_acc") is not None][-(last + 1):]
+    if len(acc) < 2:
+        raise ValueError(f"need at least 2 epochs with {split}_acc, got {len(acc)}")
+    return statistics.median(abs(b - a) * 100 for a, b in zip(acc, acc[1:]))
 
 
 def accuracy_change(row: dict, reference: dict, key: str = "test_acc") -> list[float]:

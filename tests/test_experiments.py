@@ -87,3 +87,16 @@ def test_mean_interval_of_paired_differences():
     row = {"seeds": [0, 1, 2], "test_acc_values": [0.90, 0.91, 0.92]}
     ref = {"seeds": [0, 2], "test_acc_values": [0.89, 0.93]}
     assert E.accuracy_change(row, ref) == pytest.approx([1.0, -1.0])  # only the seeds both hold
+
+
+def test_cut_drops_and_epoch_noise_read_a_history():
+    history = [{"epoch": 1, "test_acc": 0.30}, {"epoch": 2, "test_acc": 0.40},
+               {"epoch": 3, "test_acc_before_cut": 0.50, "test_acc": 0.40, "test_acc_after_cut_recalibrated": 0.48},
+               {"epoch": 4, "test_acc_before_cut": 0.52, "test_acc": 0.50, "test_acc_after_cut_recalibrated": 0.52},
+               {"epoch": 5, "test_acc": 0.55}]
+    d = E.cut_drops(history)
+    assert d["cuts"] == 2 and abs(d["raw"] - 6.0) < 1e-9 and abs(d["recalibrated"] - 1.0) < 1e-9
+    old = [{k: v for k, v in h.items() if "recalibrated" not in k} for h in history]
+    assert E.cut_drops(old)["recalibrated"] is None  # runs trained before the measurement existed
+    # |Δ| over the last 2 epochs: |0.50 − 0.40| = 10, |0.55 − 0.50| = 5 points; median 7.5
+    assert abs(E.epoch_noise(history, last=2) - 7.5) < 1e-9
