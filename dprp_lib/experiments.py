@@ -304,13 +304,14 @@ def collect(chapter: str, mode: str, results=None, dataset: str | None = None, s
 
 def cut_drops(history: list[dict], split: str = "test") -> dict:
     """Accuracy lost right after a cut, in points, mean over a run's cuts: as measured (BatchNorm
-    statistics still those of the uncut network) and with them re-estimated (runs that record it).
+    running statistics as training left them) and with the statistics re-estimated both before and
+    after the cut (runs that record it), which leaves what the removed directions cost.
     """
     before = f"{split}_acc_before_cut"
     cuts = [h for h in history if h.get(before) is not None]
     raw = [100 * (h[before] - h[f"{split}_acc"]) for h in cuts]
-    recal = [100 * (h[before] - h[f"{split}_acc_after_cut_recalibrated"]) for h in cuts
-             if f"{split}_acc_after_cut_recalibrated" in h]
+    recal = [100 * (h[f"{before}_recalibrated"] - h[f"{split}_acc_after_cut_recalibrated"]) for h in cuts
+             if f"{before}_recalibrated" in h]
     return {"cuts": len(cuts), "raw": sum(raw) / len(raw) if raw else None,
             "recalibrated": sum(recal) / len(recal) if recal and len(recal) == len(cuts) else None}
 

@@ -413,6 +413,8 @@ def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_e
             wrapped = None
             gc.collect()
             row[f"{watched}_acc_before_cut"] = _evaluate(model, watch, ddp, autocast, watched)[f"{watched}_acc"]
+            row[f"{watched}_acc_before_cut_recalibrated"] = _recalibrated_accuracy(model, calibration, watch, ddp,
+                                                                                   autocast, watched)
             if method.factor_at_cut:
                 svdify(model, skip=config.skip)
                 if config.channels_last:
@@ -428,12 +430,10 @@ def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_e
             if not method.sparse_after_cut:
                 regularizer.sparse = 0.0
             choose_forms()
-            # What the cut cost once BatchNorm statistics match the cut network, measured on a copy
-            # so that training goes on exactly as without this measurement.
-            recalibrated = recalibrate_batchnorm(copy.deepcopy(model), calibration, autocast)
-            row[f"{watched}_acc_after_cut_recalibrated"] = _evaluate(recalibrated, watch, ddp, autocast,
-                                                                      watched)[f"{watched}_acc"]
-            del recalibrated
+            # What the cut itself cost: accuracy before and after it, each with BatchNorm statistics
+            # re-estimated for the network as it is (the running statistics lag behind training).
+            row[f"{watched}_acc_after_cut_recalibrated"] = _recalibrated_accuracy(model, calibration, watch, ddp,
+                                                                                  autocast, watched)
             wrapped = _wrap(model, config, ddp, device)
 
         row.update(_evaluate(model, watch, ddp, autocast, watched))
@@ -498,6 +498,12 @@ def _evaluate(model, loader, ddp: Distributed, autocast, split: str = "test") ->
     # Batch-norm statistics drift apart across processes between broadcasts: use rank 0's.
     ddp.broadcast([b for b in model.buffers() if b.is_floating_point()])
     return summarise_test(ddp.sum(evaluate_sums(model, loader, autocast)), split)
+
+
+def _recalibrated_accuracy(model, calibration, loader, ddp: Distributed, autocast, split: str) -> float:
+    # On a copy, so that training goes on exactly as without this measurement.
+    copy_ = recalibrate_batchnorm(copy.deepcopy(model), calibration, autocast)
+    return _evaluate(copy_, loader, ddp, autocast, split)[f"{split}_acc"]
 
 
 def _sizes(model: nn.Module, input_size) -> dict:

@@ -91,10 +91,13 @@ def test_mean_interval_of_paired_differences():
 
 def test_cut_drops_and_epoch_noise_read_a_history():
     history = [{"epoch": 1, "test_acc": 0.30}, {"epoch": 2, "test_acc": 0.40},
-               {"epoch": 3, "test_acc_before_cut": 0.50, "test_acc": 0.40, "test_acc_after_cut_recalibrated": 0.48},
-               {"epoch": 4, "test_acc_before_cut": 0.52, "test_acc": 0.50, "test_acc_after_cut_recalibrated": 0.52},
+               {"epoch": 3, "test_acc_before_cut": 0.50, "test_acc": 0.40, "test_acc_before_cut_recalibrated": 0.55,
+                "test_acc_after_cut_recalibrated": 0.53},
+               {"epoch": 4, "test_acc_before_cut": 0.52, "test_acc": 0.50, "test_acc_before_cut_recalibrated": 0.56,
+                "test_acc_after_cut_recalibrated": 0.56},
                {"epoch": 5, "test_acc": 0.55}]
     d = E.cut_drops(history)
+    # raw: (10 + 2) / 2 points; re-estimated on both sides of each cut: (2 + 0) / 2
     assert d["cuts"] == 2 and abs(d["raw"] - 6.0) < 1e-9 and abs(d["recalibrated"] - 1.0) < 1e-9
     old = [{k: v for k, v in h.items() if "recalibrated" not in k} for h in history]
     assert E.cut_drops(old)["recalibrated"] is None  # runs trained before the measurement existed

@@ -300,8 +300,9 @@ def test_a_run_with_measured_forms_trains(tmp_path):
 def test_each_cut_also_records_the_accuracy_with_batchnorm_recalibrated(reference):
     _, _, history = reference
     cut_rows = [r for r in history if "test_acc_before_cut" in r]
-    assert cut_rows and all(0 <= r["test_acc_after_cut_recalibrated"] <= 1 for r in cut_rows)
-    assert all("test_acc_after_cut_recalibrated" not in r for r in history if r not in cut_rows)
+    keys = ("test_acc_before_cut_recalibrated", "test_acc_after_cut_recalibrated")
+    assert cut_rows and all(0 <= r[k] <= 1 for r in cut_rows for k in keys)
+    assert all(k not in r for r in history if r not in cut_rows for k in keys)
 
 
 def test_batchnorm_recalibration_re_estimates_statistics_from_the_batches():
