@@ -43,7 +43,9 @@ def test_full_data_set_has_the_runs_and_seeds_the_question_needs():
 
 
 def test_committed_runs_keep_their_keys():
-    folders = [p for p in (Path(__file__).resolve().parents[1] / E.RESULTS).iterdir() if (p / "config.json").is_file()]
+    from dprp_lib.paths import RESULTS
+
+    folders = [p for p in RESULTS.iterdir() if (p / "config.json").is_file()]
     assert folders
     for folder in folders:
         config = E.TrainConfig.from_dict(json.loads((folder / "config.json").read_text()))
