@@ -14,6 +14,8 @@ import numpy as np
 from matplotlib.figure import Figure
 import torch
 
+from .lowrank import energy_rank
+
 STYLE = {
     "figure.dpi": 90, "savefig.dpi": 90, "figure.figsize": (6.4, 3.6),
     "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
@@ -170,8 +172,6 @@ def spectrum_against_truth(s, sigma, title: str = "") -> Figure:
 def energy_cut(s, energy: float, title: str = "") -> Figure:
     """One spectrum twice, as stored (index order) and sorted, each with the directions that the
     energy rule keeps (coloured) and the cut (dashed line) after the k-th stored value."""
-    from .lowrank import energy_rank
-
     s = np.abs(_np(s)).ravel()
     with _style():
         fig, axes = _figure(2, width=10, height=3.2, sharey=True)

@@ -12,6 +12,7 @@ shown as complete.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
 from pathlib import Path
@@ -91,8 +92,6 @@ def cost_rows(report: dict, deploy: dict | None = None) -> list[dict]:
     """Beside each variant's sizes, what it costs: its training time against the dense run's (the
     full-data runs' own clocks: 1-thread runs, two at a time on a 2-core CPU) and, where
     benchmarks/deploy.py timed one of its runs' ranks, the deployed model's speed-up over dense."""
-    import json
-
     if deploy is None and DEPLOY_BENCHMARK.is_file():
         deploy = json.loads(DEPLOY_BENCHMARK.read_text())
     timed = {}

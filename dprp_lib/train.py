@@ -270,7 +270,7 @@ def bf16_is_fast(device: str = "auto") -> bool:
 
 # --- checkpoints -----------------------------------------------------------------------------
 # --- the run ---------------------------------------------------------------------------------
-CALIBRATION_IMAGES = 2000  # training images that re-estimate BatchNorm statistics after a cut
+CALIBRATION_IMAGES = 2000  # training images that re-estimate BatchNorm statistics at a cut
 
 
 def fit(config: TrainConfig, on_epoch_end=None) -> dict:

@@ -13,6 +13,7 @@ plain HTML controls that switch between them, with no kernel and no network.
 from __future__ import annotations
 
 import base64
+import copy
 import html
 import io
 import itertools
@@ -25,7 +26,11 @@ import torch
 from IPython.display import display
 
 from . import plots
-from .lowrank import low_rank, relative_error, storage
+from .layers import SVDConv2d, SVDLinear, svd_layers
+from .lowrank import energy_rank, low_rank, relative_error, storage
+from .metrics import deployed_params
+from .pruning import prune_ranks
+from .regularizers import layer_orthogonality
 
 
 class Panel:
@@ -247,8 +252,6 @@ class LayerCostCalculator(Panel):
         return list(itertools.product((16, 64, 256), (16, 64, 256), (1, 3)))
 
     def compute(self):
-        from .layers import SVDConv2d
-
         layer = SVDConv2d(self.c_in.value, self.c_out.value, self.kernel.value)  # the library's own counts
         m, n, k = layer.m, layer.n, self.kernel.value
         trained, deployed = layer.break_even_rank, m * n / (m + n)
@@ -270,8 +273,6 @@ class DriftExplorer(Panel):
 
     def __init__(self, s=(4.0, 3.0, 2.0, 1.5, 1.0, 0.5, 0.2, 0.1), m: int = 16, n: int = 32, energy: float = 0.01,
                  seed: int = 0):
-        from .layers import SVDLinear
-
         g = torch.Generator().manual_seed(seed)
         r = len(s)
         self.energy = energy
@@ -291,9 +292,6 @@ class DriftExplorer(Panel):
         self._build()
 
     def compute(self):
-        from .lowrank import energy_rank
-        from .regularizers import layer_orthogonality
-
         d = self.drift.value
         with torch.no_grad():
             self.layer.U.copy_(self.U0 + d * self.noise[0])
@@ -332,8 +330,6 @@ class EnergyCutExplorer(Panel):
         self._build()
 
     def compute(self):
-        from .lowrank import energy_rank
-
         s, eps = self.spectra[self.layer.value], self.energy.value
         ordered = s.sort(descending=True).values
         k_index, k_sorted = energy_rank(s, eps), energy_rank(ordered, eps)
@@ -354,18 +350,13 @@ class TruncationExplorer(Panel):
     def __init__(self, models: dict, evaluate, dense_params: int,
                  energies=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)):
         """`models`: {label: factored model}; `evaluate(model)` returns its accuracy."""
-        import copy
-
-        from .metrics import deployed_params
-        from .pruning import prune_ranks
-
         self.views_computed = {}
         for label, model in models.items():
-            full = {name: layer.rank for name, layer in _svd_layers(model)}
+            full = {name: layer.rank for name, layer in svd_layers(model)}
             for eps in energies:
                 cut = copy.deepcopy(model)
                 prune_ranks(cut, energy=eps, reorder=True)  # on sorted |s|: these models were not all trained sorted
-                layers = dict(_svd_layers(cut))
+                layers = dict(svd_layers(cut))
                 self.views_computed[(label, eps)] = {
                     "ranks": {name: layer.rank for name, layer in layers.items()}, "full_ranks": full,
                     "break_even": {name: layer.break_even_rank for name, layer in layers.items()},
@@ -386,9 +377,3 @@ class TruncationExplorer(Panel):
                 f"accuracy {v['accuracy']:.1%}.")
         return {"model": label, "energy": eps, **{k: v[k] for k in ("deployed_fraction", "accuracy")},
                 "total_rank": sum(v["ranks"].values())}, fig, text
-
-
-def _svd_layers(model):
-    from .layers import svd_layers
-
-    return svd_layers(model)
