@@ -6,11 +6,11 @@ in `results/runs/<key>/` when one exists for exactly these parameters, and train
 otherwise (into `build/runs/<key>/`, resuming there if interrupted).
 
     python -m dprp_lib.experiments 07_ablations --mode quick    # (re)build a chapter's committed results
-    python -m dprp_lib.experiments 08_resnet20_cifar10 --mode full --parallel 12   # the GPU run set
+    python -m dprp_lib.experiments 08_resnet20_cifar10 --mode full --parallel 2 --threads 1   # the full-data set
 
-`--parallel N` runs N trainings at once as separate processes (on one GPU they share it),
-each writing its own `results/runs/<key>/`; runs already there are skipped, interrupted
-ones resume.
+`--parallel N` runs N trainings at once as separate processes (on a CPU, one thread each gives
+the most images/s; on one GPU they share it), each writing its own `results/runs/<key>/`; runs
+already there are skipped, interrupted ones resume.
 """
 from __future__ import annotations
 
@@ -91,7 +91,8 @@ def preset(mode: str, **overrides) -> TrainConfig:
     """The base DPRP run of the chapters 03–07 for `mode`.
 
     smoke: seconds, for tests. quick: the CPU course (ResNet-20 on 3,000 training images,
-    minutes a run). full: the whole training set, GPU-sized.
+    minutes a run). full: the whole training set less a validation split (about an hour a run
+    on one CPU thread).
     """
     if mode not in MODES:
         raise ValueError(f"MODE must be one of {MODES}, got {mode!r}")
@@ -104,8 +105,9 @@ def preset(mode: str, **overrides) -> TrainConfig:
                       sparse=0.02, energy=0.02, prune_warmup=1, prune_every=1),
         "quick": dict(train_per_class=300, test_per_class=100, epochs=12, sparse=0.01, energy=0.01,
                       prune_warmup=3, prune_every=1, prune_stop=10),
-        # The whole training set less the 5,000-image validation split, 30 epochs: about 20-40
-        # minutes a run on one CPU thread with the fast path (bf16 + channels_last). The recipe
+        # The whole training set less the 5,000-image validation split, 30 epochs: 50-95 minutes
+        # a run on one CPU thread, two runs at a time on 2 cores, with the fast path (bf16 +
+        # channels_last; measured on the committed runs). The recipe
         # and DPRP's operating points are chosen on the validation split (FULL_RECIPE, DPRP_POINTS).
         "full": dict(epochs=30, holdout=5000, amp=True, sparse=5e-4, energy=5e-3, prune_warmup=3,
                      prune_every=2, prune_stop=25, **FULL_RECIPE),
