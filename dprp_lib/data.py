@@ -87,16 +87,26 @@ class ImageData:
                              f"(class-balanced), got {n!r}")
         if self.val_x is not None:
             raise ValueError("this data set already has a validation split")
-        generator = torch.Generator().manual_seed(HOLDOUT_SEED)
-        val = torch.zeros_like(self.train_y, dtype=torch.bool)
         for c in range(self.num_classes):
-            members = (self.train_y == c).nonzero().flatten()
-            if len(members) <= per_class:
+            members = int((self.train_y == c).sum())
+            if members <= per_class:
                 raise ValueError(f"holdout={n} takes {per_class} images of class {c}, "
-                                 f"which has only {len(members)} training images")
-            val[members[torch.randperm(len(members), generator=generator)[:per_class]]] = True
+                                 f"which has only {members} training images")
+        val = balanced_sample(self.train_y, per_class, HOLDOUT_SEED)
         return ImageData(self.name, self.train_x[~val], self.train_y[~val], self.test_x, self.test_y,
                          self.classes, self.train_x[val], self.train_y[val])
+
+
+def balanced_sample(y: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """A mask over `y` picking `per_class` images of each class (all of a smaller class), drawn by
+    a generator seeded with `seed`: the same images every time. The mirror's training images are
+    sorted by class, so "the first N" would be one class, not a sample."""
+    generator = torch.Generator().manual_seed(seed)
+    picked = torch.zeros_like(y, dtype=torch.bool)
+    for c in range(int(y.max()) + 1 if len(y) else 0):
+        members = (y == c).nonzero().flatten()
+        picked[members[torch.randperm(len(members), generator=generator)[:per_class]]] = True
+    return picked
 
 
 def _first_per_class(x, y, n):

@@ -34,7 +34,7 @@ from torch import nn
 from .checkpoint import load_checkpoint, load_model_state
 from .config import TrainConfig
 from .convert import svdify
-from .data import BatchLoader, load_dataset
+from .data import BatchLoader, balanced_sample, load_dataset
 from .forms import measure_forms, set_forms
 from .layers import svd_layers
 from .methods import METHODS
@@ -271,6 +271,7 @@ def bf16_is_fast(device: str = "auto") -> bool:
 # --- checkpoints -----------------------------------------------------------------------------
 # --- the run ---------------------------------------------------------------------------------
 CALIBRATION_IMAGES = 2000  # training images that re-estimate BatchNorm statistics at a cut
+CALIBRATION_SEED = 7      # draws them, class-balanced (data.balanced_sample)
 
 
 def fit(config: TrainConfig, on_epoch_end=None) -> dict:
@@ -320,10 +321,11 @@ def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_e
         return BatchLoader(x, y, 500, mean, std, train=False, device=device, rank=ddp.rank,
                            world_size=ddp.world_size, channels_last=config.channels_last)
     test = eval_loader(data.test_x, data.test_y)
-    # Fixed, unaugmented training images for re-estimating BatchNorm statistics after a cut
-    # (the same on every process; reading them draws nothing from any random generator).
-    calibration = BatchLoader(data.train_x[:CALIBRATION_IMAGES], data.train_y[:CALIBRATION_IMAGES], 500, mean,
-                              std, train=False, device=device, channels_last=config.channels_last)
+    # Fixed, unaugmented, class-balanced training images for re-estimating BatchNorm statistics
+    # at a cut (the same on every process; drawn by their own generator, so training's are untouched).
+    picked = balanced_sample(data.train_y, CALIBRATION_IMAGES // data.num_classes, CALIBRATION_SEED)
+    calibration = BatchLoader(data.train_x[picked], data.train_y[picked], 500, mean, std, train=False,
+                              device=device, channels_last=config.channels_last)
     # With a validation split, each epoch (and every choice) reads it; the test set is read
     # once, after the last epoch. Without one (quick course runs), each epoch reads the test set.
     watch, watched = (eval_loader(data.val_x, data.val_y), "val") if config.holdout else (test, "test")
