@@ -68,10 +68,12 @@ def claims_04(m):
     if m["mode"] != "smoke":  # two smoke epochs are too few for the penalty to act
         assert v["sort=1"] < v["sort=0"] / 2  # the sorting penalty keeps s sorted
         assert r["sort=1"] < r["sort=0"]  # and the same ε then cuts deeper
-    if m["mode"] == "quick":  # the reading names the run that lost most at its cuts: the deepest cutter
+    if m["mode"] == "quick":  # the reading: as measured, the deepest cutter loses most at its cuts;
         lost, recal = m["acc_lost_at_cuts"], m["acc_lost_at_cuts_recalibrated"]
-        assert max(lost, key=lost.get) == max(recal, key=recal.get) == min(r, key=r.get) == "sort=1"
+        assert max(lost, key=lost.get) == min(r, key=r.get) == "sort=1"
         assert all(recal[k] < lost[k] for k in lost)  # stale BatchNorm statistics: most of a measured drop
+        # re-estimated, the drops differ by less than twice the epoch noise: single runs cannot rank them
+        assert max(recal.values()) - min(recal.values()) < 2 * m["epoch_noise"]
 
 
 def claims_05(m):
