@@ -48,6 +48,7 @@ def full_data_rows(results=None, dataset=None) -> dict:
             "method": r["method"],
             "seeds": r["seeds"], "planned_seeds": r["planned_seeds"],
             "test_acc": statistics.fmean(acc), "test_acc_std": statistics.stdev(acc) if len(acc) > 1 else None,
+            "test_acc_values": acc,
             "val_acc": 100 * r["val_acc"] if "val_acc" in r else None,
             "deltas": deltas, "interval": mean_interval(deltas),
             "deployed_fraction": r["deployed_fraction"], "macs_fraction": r["macs_fraction"],
@@ -135,6 +136,41 @@ def show(variants=None, results=None, dataset=None) -> dict:
     return {"rows": rows, "missing": missing, "dataset": report["dataset"]}
 
 
+def paired_rows(report: dict, reference: str, variants) -> list[dict]:
+    """Each of `variants` against `reference` (e.g. the other methods at DPRP's 50% size, or its
+    ablations), per seed both hold: test accuracy changes in points, their mean and 95% interval.
+    A variant not committed yet gets a row with no seeds."""
+    rows = {r["variant"]: r for r in report["rows"]}
+    ref = rows.get(reference)
+    by_seed = dict(zip(ref["seeds"], ref["test_acc_values"])) if ref else {}
+    out = []
+    for variant in variants:
+        r = rows.get(variant)
+        pairs = [(s, a - by_seed[s]) for s, a in zip(r["seeds"], r["test_acc_values"]) if s in by_seed] if r else []
+        diffs = [d for _, d in pairs]
+        out.append({"variant": variant, "reference": reference, "seeds": [s for s, _ in pairs], "diffs": diffs,
+                    "mean": statistics.fmean(diffs) if diffs else None, "interval": mean_interval(diffs),
+                    "deployed_fraction": r["deployed_fraction"] if r else None,
+                    "reference_deployed_fraction": ref["deployed_fraction"] if ref else None})
+    return out
+
+
+def show_paired(report: dict, reference: str, variants) -> list[dict]:
+    """Print `paired_rows` as a table; return them."""
+    from .metrics import format_table
+
+    rows = paired_rows(report, reference, variants)
+    print(format_table([{
+        "variant": r["variant"],
+        "deployed/dense": "not committed yet" if r["deployed_fraction"] is None else f"{r['deployed_fraction']:.1%}",
+        "paired seeds": ", ".join(map(str, r["seeds"])) or "none yet",
+        f"Δ vs {reference} (points)": "—" if r["mean"] is None else f"{r['mean']:+.2f}",
+        "per seed": ", ".join(f"{d:+.2f}" for d in r["diffs"]) or "—",
+        "95% interval": f"[{r['interval'][1]:+.2f}, {r['interval'][2]:+.2f}]" if r["interval"] else "— (needs 2 seeds)",
+    } for r in rows]))
+    return rows
+
+
 def target_verdicts(report: dict) -> dict:
     """For each target: every DPRP operating point's verdict, and whether any point meets it.
 
@@ -195,7 +231,9 @@ def markdown(report: dict) -> str:
             f"device: {rows[0]['device']}. " if rows else "")
     text = [head + f"{total} run{'s' if total != 1 else ''} committed, {len(report['missing'])} still missing. "
             "Accuracy changes are in "
-            "percentage points, per seed against the dense run of the same seed.", "", markdown_table(display_rows(report)), ""]
+            "percentage points, per seed against the dense run of the same seed. Training time is each run's "
+            "wall clock (1-thread runs sharing 2 cores, at times with other work): a rough ratio only; "
+            "`benchmarks/speed.py` measures training speed under control.", "", markdown_table(display_rows(report)), ""]
     for v in target_verdicts(report).values():
         text.append(f"- {v['text']}: **{v['status']}**" + (f" (by {', '.join(v['met_by'])})" if v["met_by"] else ""))
     if report["missing"]:

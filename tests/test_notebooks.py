@@ -83,8 +83,9 @@ def claims_05(m):
 
 
 def claims_06(m):
-    full_data_is_whole(m, ["dense", "dprp 94%", "dprp 75%", "dprp 50%", "dprp 30%", "thin dense (same size as dprp 50%)",
-                           "posthoc + fine-tune at dprp 50%", "svd-training at dprp 50%"])
+    others = ["thin dense (same size as dprp 50%)", "posthoc + fine-tune at dprp 50%", "svd-training at dprp 50%"]
+    full_data_is_whole(m, ["dense", "dprp 94%", "dprp 75%", "dprp 50%", "dprp 30%", *others])
+    assert list(m["full_data"]["against_dprp_50"]) == others  # each method at equal size, paired with DPRP
     runs = sorted(m["energy_runs"].values(), key=lambda e: e["energy"])
     ranks = [e["total_rank"] for e in runs]
     assert ranks == sorted(ranks, reverse=True) and ranks[0] > ranks[-1]  # a larger ε cuts deeper
@@ -98,6 +99,7 @@ def claims_06(m):
 
 def claims_07(m):
     full_data_is_whole(m, ["dprp 50%", "dprp 50% no sparse", "dprp 50% no sort", "dprp 50% no orth"])
+    assert list(m["full_data"]["against_dprp_50"]) == ["dprp 50% no sparse", "dprp 50% no sort", "dprp 50% no orth"]
     rows = {r["variant"]: r for r in m["rows"]}
     assert set(rows) == {"all penalties", "no orth", "no sort", "no sparse", "none"}
     assert rows["all penalties"]["total_rank"] < rows["none"]["total_rank"]
