@@ -150,8 +150,7 @@ def paired_rows(report: dict, reference: str, variants) -> list[dict]:
         diffs = [d for _, d in pairs]
         out.append({"variant": variant, "reference": reference, "seeds": [s for s, _ in pairs], "diffs": diffs,
                     "mean": statistics.fmean(diffs) if diffs else None, "interval": mean_interval(diffs),
-                    "deployed_fraction": r["deployed_fraction"] if r else None,
-                    "reference_deployed_fraction": ref["deployed_fraction"] if ref else None})
+                    "deployed_fraction": r["deployed_fraction"] if r else None})
     return out
 
 

@@ -163,13 +163,13 @@ def test_holdout_is_class_balanced_fixed_and_disjoint():
         d.holdout(200)
 
 
-
 def test_balanced_sample_takes_each_class_equally_from_class_sorted_labels():
     y = torch.arange(4).repeat_interleave(10)  # sorted by class, as the mirror's training images are
     a, b = D.balanced_sample(y, 3, seed=1), D.balanced_sample(y, 3, seed=1)
     assert torch.equal(a, b) and y[a].bincount().tolist() == [3] * 4
     assert not torch.equal(a, D.balanced_sample(y, 3, seed=2))
     assert y[D.balanced_sample(y, 50, seed=1)].bincount().tolist() == [10] * 4  # a small class: all of it
+
 
 def test_channels_last_batches_hold_the_same_values():
     loader, _ = _loader(False)

@@ -167,7 +167,6 @@ def test_chapter_claims_hold_on_the_committed_quick_runs(path, tmp_path):
     assert not (tmp_path / "no-training-expected").exists(), "a committed run is missing from results/"
 
 
-
 def test_reproduction_in_full_mode_loads_the_committed_full_data_runs(tmp_path):
     """A researcher's `-p MODE full` with the default parameters gets the committed full-data recipe
     (bf16 included) for both runs, so it loads them instead of retraining for an hour."""
@@ -176,6 +175,7 @@ def test_reproduction_in_full_mode_loads_the_committed_full_data_runs(tmp_path):
     assert metrics["mode"] == "full" and metrics["method"] == "dprp"
     assert 0.8 < metrics["dense_test_acc"] < 1 and metrics["deployed_fraction"] < 0.6
     assert not (tmp_path / "no-training-expected").exists(), "full mode retrained a committed run"
+
 
 def test_every_chapter_has_solutions():
     assert {p.stem.replace("_solutions", "") for p in SOLUTIONS} == {p.stem for p in chapters()}

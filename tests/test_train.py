@@ -305,7 +305,6 @@ def test_each_cut_also_records_the_accuracy_with_batchnorm_recalibrated(referenc
     assert all(k not in r for r in history if r not in cut_rows for k in keys)
 
 
-
 def test_batchnorm_is_recalibrated_on_a_class_balanced_sample(tmp_path, monkeypatch):
     """The mirror's training images are sorted by class: the first N would be a few classes only
     (on the full data, 2,000 airplanes), whose statistics misjudge every other class."""
@@ -322,6 +321,7 @@ def test_batchnorm_is_recalibrated_on_a_class_balanced_sample(tmp_path, monkeypa
     assert len(seen) == 4  # before and after each of the two cuts
     assert all(torch.equal(y, seen[0]) for y in seen)  # the same images each time
     assert seen[0].bincount(minlength=10).tolist() == [20] * 10
+
 
 def test_batchnorm_recalibration_re_estimates_statistics_from_the_batches():
     torch.manual_seed(0)
