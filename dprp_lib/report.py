@@ -48,7 +48,7 @@ def full_data_rows(results=None, dataset=None) -> dict:
             "method": r["method"],
             "seeds": r["seeds"], "planned_seeds": r["planned_seeds"],
             "test_acc": statistics.fmean(acc), "test_acc_std": statistics.stdev(acc) if len(acc) > 1 else None,
-            "test_acc_values": acc,
+            "test_acc_values": r["test_acc_values"],  # per seed, fractions as `collect` gives them
             "val_acc": 100 * r["val_acc"] if "val_acc" in r else None,
             "deltas": deltas, "interval": mean_interval(deltas),
             "deployed_fraction": r["deployed_fraction"], "macs_fraction": r["macs_fraction"],
@@ -142,13 +142,13 @@ def paired_rows(report: dict, reference: str, variants) -> list[dict]:
     A variant not committed yet gets a row with no seeds."""
     rows = {r["variant"]: r for r in report["rows"]}
     ref = rows.get(reference)
-    by_seed = dict(zip(ref["seeds"], ref["test_acc_values"])) if ref else {}
     out = []
     for variant in variants:
         r = rows.get(variant)
-        pairs = [(s, a - by_seed[s]) for s, a in zip(r["seeds"], r["test_acc_values"]) if s in by_seed] if r else []
-        diffs = [d for _, d in pairs]
-        out.append({"variant": variant, "reference": reference, "seeds": [s for s, _ in pairs], "diffs": diffs,
+        paired = r is not None and ref is not None
+        diffs = accuracy_change(r, ref) if paired else []
+        seeds = [s for s in r["seeds"] if s in ref["seeds"]] if paired else []  # accuracy_change's order
+        out.append({"variant": variant, "reference": reference, "seeds": seeds, "diffs": diffs,
                     "mean": statistics.fmean(diffs) if diffs else None, "interval": mean_interval(diffs),
                     "deployed_fraction": r["deployed_fraction"] if r else None})
     return out

@@ -68,12 +68,12 @@ def test_cost_rows_put_training_time_and_inference_speed_beside_the_sizes():
 def test_paired_rows_compare_seed_by_seed_against_a_reference():
     def acc_row(variant, seeds, accs, fraction):
         return {"variant": variant, "seeds": seeds, "test_acc_values": accs, "deployed_fraction": fraction}
-    report = {"rows": [acc_row("dprp 50%", [0, 1, 2], [85.0, 86.0, 84.0], 0.496),
-                       acc_row("thin dense", [0, 1], [84.0, 86.5], 0.4997),
-                       acc_row("posthoc", [2], [80.0], 0.5)]}
+    report = {"rows": [acc_row("dprp 50%", [0, 1, 2], [0.8500, 0.8600, 0.8400], 0.496),  # fractions, as collected
+                       acc_row("thin dense", [0, 1], [0.8400, 0.8650], 0.4997),
+                       acc_row("posthoc", [2], [0.8000], 0.5)]}
     thin, posthoc, missing = R.paired_rows(report, "dprp 50%", ["thin dense", "posthoc", "svd-training"])
-    assert thin["seeds"] == [0, 1] and thin["diffs"] == [-1.0, 0.5] and thin["mean"] == pytest.approx(-0.25)
+    assert thin["seeds"] == [0, 1] and thin["diffs"] == pytest.approx([-1.0, 0.5]) and thin["mean"] == pytest.approx(-0.25)
     low, high = thin["interval"][1:]
     assert low < -0.25 < high  # two seeds give an interval
-    assert posthoc["diffs"] == [-4.0] and posthoc["interval"] is None  # one seed: no interval
+    assert posthoc["diffs"] == pytest.approx([-4.0]) and posthoc["interval"] is None  # one seed: no interval
     assert missing["seeds"] == [] and missing["mean"] is None and missing["deployed_fraction"] is None
