@@ -42,6 +42,33 @@ def test_full_data_set_has_the_runs_and_seeds_the_question_needs():
     assert E.grid("08_resnet20_cifar10", "full", seeds=[1]).keys() <= runs.keys()
 
 
+def test_paper_mode_is_the_full_set_at_the_papers_length():
+    from dprp_lib.pruning import PruneSchedule
+
+    full, paper = E.grid("08_resnet20_cifar10", "full"), E.grid("08_resnet20_cifar10", "paper")
+    assert full.keys() == paper.keys()
+    for name in full:
+        f, p = full[name], paper[name]
+        assert p.epochs + p.finetune_epochs == 164 and f.epochs + f.finetune_epochs == 30, name
+        assert dataclasses.replace(p, epochs=f.epochs, prune_warmup=f.prune_warmup, prune_every=f.prune_every,
+                                   prune_stop=f.prune_stop) == f, name  # nothing else differs
+    def cuts(c):
+        schedule = PruneSchedule(c.prune_warmup, c.prune_every, c.prune_stop)
+        return [e for e in range(1, c.epochs + 1) if schedule.due(e)]
+    f, p = E.preset("full"), E.preset("paper")
+    assert len(cuts(p)) == len(cuts(f)) == 12
+    assert abs(cuts(p)[-1] / p.epochs - cuts(f)[-1] / f.epochs) < 0.01  # the last cut as far into training
+
+
+def test_variants_pick_runs_in_the_order_given(tmp_path, capsys):
+    common = ["08_resnet20_cifar10", "--mode", "paper", "--threads", "1", "--max-runs", "0", "--results", str(tmp_path)]
+    assert E.main(common + ["--variants", "resnet20 dprp 94%", "resnet20 dense"]) == 0
+    assert "0 of 6 runs already" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        E.main(common + ["--variants", "dense"])
+    assert "--variants: ['dense'] not in the 08_resnet20_cifar10 grid" in capsys.readouterr().err
+
+
 def test_committed_runs_keep_their_keys():
     from dprp_lib.paths import RESULTS
 

@@ -77,3 +77,13 @@ def test_paired_rows_compare_seed_by_seed_against_a_reference():
     assert low < -0.25 < high  # two seeds give an interval
     assert posthoc["diffs"] == pytest.approx([-4.0]) and posthoc["interval"] is None  # one seed: no interval
     assert missing["seeds"] == [] and missing["mean"] is None and missing["deployed_fraction"] is None
+
+
+def test_the_paper_length_set_is_its_own_table():
+    paper = R.full_data_rows(ROOT / "results" / "runs", "cifar10-mirror", mode="paper")
+    full = R.full_data_rows(ROOT / "results" / "runs", "cifar10-mirror")
+    assert {r["epochs"] for r in paper["rows"]} <= {164} and {r["epochs"] for r in full["rows"]} == {30}
+    assert not set(sum((r["runs"] for r in paper["rows"]), [])) & set(sum((r["runs"] for r in full["rows"]), []))
+    assert len(paper["missing"]) + sum(len(r["seeds"]) for r in paper["rows"]) == 27
+    with pytest.raises(ValueError, match="mode must be one of"):
+        R.full_data_rows(mode="quick")
