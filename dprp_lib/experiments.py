@@ -249,12 +249,16 @@ def launch(configs: dict[str, TrainConfig], results, parallel: int, log=print, t
     processes at a time, each with `threads` torch threads (default: the cores shared out);
     {name: exit code}."""
     results = Path(results)
-    missing = [(n, c) for n, c in configs.items() if find_run(c, results, results) is None]
+    # One run can have several names (chapters share runs): train each key once.
+    unique = {}
+    for n, c in configs.items():
+        unique.setdefault(config_key(c), (n, c))
+    missing = [(n, c) for n, c in unique.values() if find_run(c, results, results) is None]
     pending = missing[:limit]
     threads = threads or max(1, (os.cpu_count() or 1) // max(parallel, 1))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     running, codes = [], {}
-    log(f"{len(configs) - len(missing)} of {len(configs)} runs already in {results}; "
+    log(f"{len(unique) - len(missing)} of {len(unique)} runs already in {results}; "
         f"training {len(pending)}{f' of the {len(missing)} missing' if len(pending) < len(missing) else ''}, "
         f"{parallel} at a time")
     t0 = time.perf_counter()

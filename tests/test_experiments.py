@@ -60,10 +60,12 @@ def test_paper_mode_is_the_full_set_at_the_papers_length():
     assert abs(cuts(p)[-1] / p.epochs - cuts(f)[-1] / f.epochs) < 0.01  # the last cut as far into training
 
 
-def test_variants_pick_runs_in_the_order_given(tmp_path, capsys):
+def test_variants_pick_runs_in_the_order_given(tmp_path, capsys, monkeypatch):
     common = ["08_resnet20_cifar10", "--mode", "paper", "--threads", "1", "--max-runs", "0", "--results", str(tmp_path)]
+    launched = []
+    monkeypatch.setattr(E, "launch", lambda configs, *a, **k: launched.append(list(configs)) or {})
     assert E.main(common + ["--variants", "resnet20 dprp 94%", "resnet20 dense"]) == 0
-    assert "0 of 6 runs already" in capsys.readouterr().out
+    assert launched == [[f"resnet20 {v} | seed {s}" for v in ("dprp 94%", "dense") for s in (0, 1, 2)]]
     with pytest.raises(SystemExit):
         E.main(common + ["--variants", "dense"])
     assert "--variants: ['dense'] not in the 08_resnet20_cifar10 grid" in capsys.readouterr().err
@@ -84,6 +86,13 @@ def test_svd_training_preset_fine_tunes_within_the_same_length():
         plain, svd = E.preset(mode), E.preset(mode, method="svd-training")
         assert svd.epochs >= 1 and svd.finetune_epochs >= 1 and svd.epochs + svd.finetune_epochs == plain.epochs
     assert E.preset("quick", method="svd-training", epochs=5).finetune_epochs == 0  # explicit epochs are kept as given
+
+
+def test_launch_trains_a_run_with_two_names_once(tmp_path):
+    config = E.preset("smoke")
+    lines = []
+    assert E.launch({"orth=1": config, "sort=1": config}, tmp_path, parallel=1, log=lines.append, limit=0) == {}
+    assert lines[0].startswith("0 of 1 runs already")
 
 
 def test_launch_trains_in_parallel_processes_then_collects(tmp_path, monkeypatch):
