@@ -101,21 +101,21 @@ def preset(mode: str, **overrides) -> TrainConfig:
                   optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
                   schedule="cosine", warmup_epochs=1, orth=1.0, sort=1.0, sparse_kind="l1",
                   progress=False)
+    # The whole training set less the 5,000-image validation split, 30 epochs: 50-95 minutes
+    # a run on one CPU thread, two runs at a time on 2 cores, with the fast path (bf16 +
+    # channels_last; measured on the committed runs). The recipe
+    # and DPRP's operating points are chosen on the validation split (FULL_RECIPE, DPRP_POINTS).
+    full = dict(epochs=30, holdout=5000, amp=True, sparse=5e-4, energy=5e-3, prune_warmup=3,
+                prune_every=2, prune_stop=25, **FULL_RECIPE)
     sizes = {
         "smoke": dict(train_per_class=20, test_per_class=10, epochs=2, batch_size=50, warmup_epochs=0,
                       sparse=0.02, energy=0.02, prune_warmup=1, prune_every=1),
         "quick": dict(train_per_class=300, test_per_class=100, epochs=12, sparse=0.01, energy=0.01,
                       prune_warmup=3, prune_every=1, prune_stop=10),
-        # The whole training set less the 5,000-image validation split, 30 epochs: 50-95 minutes
-        # a run on one CPU thread, two runs at a time on 2 cores, with the fast path (bf16 +
-        # channels_last; measured on the committed runs). The recipe
-        # and DPRP's operating points are chosen on the validation split (FULL_RECIPE, DPRP_POINTS).
-        "full": dict(epochs=30, holdout=5000, amp=True, sparse=5e-4, energy=5e-3, prune_warmup=3,
-                     prune_every=2, prune_stop=25, **FULL_RECIPE),
+        "full": full,
         # The paper's length (He et al.'s 164 epochs), meant for a GPU: the full recipe with its
         # cut schedule stretched by 164/30 (12 cuts as in full, the last after 83% of training).
-        "paper": dict(epochs=164, holdout=5000, amp=True, sparse=5e-4, energy=5e-3, prune_warmup=16,
-                      prune_every=11, prune_stop=137, **FULL_RECIPE),
+        "paper": {**full, "epochs": 164, "prune_warmup": 16, "prune_every": 11, "prune_stop": 137},
     }[mode]
     if overrides.get("method") == "svd-training" and "epochs" not in overrides:
         # The 2020 recipe spends the run's last epochs (2, fewer in smoke) fine-tuning after its
