@@ -87,3 +87,11 @@ def test_the_paper_length_set_is_its_own_table():
     assert len(paper["missing"]) + sum(len(r["seeds"]) for r in paper["rows"]) == 27
     with pytest.raises(ValueError, match="mode must be one of"):
         R.full_data_rows(mode="quick")
+
+
+def test_training_time_is_divided_by_the_dense_run_of_the_same_seed():
+    dense = {"seeds": [0, 1], "time_values": [3000.0, 2000.0]}
+    # One seed committed: divided by dense seed 0 alone, not by the mean of both dense runs.
+    assert R.time_ratio({"seeds": [0], "time_values": [3300.0]}, dense) == pytest.approx(1.1)
+    assert R.time_ratio({"seeds": [1, 0], "time_values": [2400.0, 3300.0]}, dense) == pytest.approx(1.15)
+    assert R.time_ratio({"seeds": [2], "time_values": [100.0]}, dense) is None  # no dense run to pair with
