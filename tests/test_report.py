@@ -79,6 +79,17 @@ def test_paired_rows_compare_seed_by_seed_against_a_reference():
     assert missing["seeds"] == [] and missing["mean"] is None and missing["deployed_fraction"] is None
 
 
+def test_the_paired_table_names_the_seeds_not_a_bare_number(capsys):
+    def acc_row(variant, seeds, accs):
+        return {"variant": variant, "seeds": seeds, "test_acc_values": accs, "deployed_fraction": 0.5}
+    report = {"rows": [acc_row("dprp 50%", [0, 1], [0.85, 0.86]), acc_row("thin dense", [0], [0.84]),
+                       acc_row("posthoc", [0, 1], [0.83, 0.84])]}
+    R.show_paired(report, "dprp 50%", ["thin dense", "posthoc", "svd-training"])
+    lines = {line.split("  ")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "seed 0 " in lines["thin dense"] and "seeds 0, 1" in lines["posthoc"]
+    assert "none yet" in lines["svd-training"]
+
+
 def test_the_paper_length_set_is_its_own_table():
     paper = R.full_data_rows(ROOT / "results" / "runs", "cifar10-mirror", mode="paper")
     full = R.full_data_rows(ROOT / "results" / "runs", "cifar10-mirror")
