@@ -221,6 +221,11 @@ def target_verdicts(report: dict) -> dict:
     return verdicts
 
 
+def verdict_lines(verdict: dict) -> list[str]:
+    """One target's verdict point by point ("dprp 94%: not decided: ..."), as the README and chapter 09 show it."""
+    return [f"{variant}: {why}" for variant, why in verdict["points"].items()] or ["no DPRP operating point is committed yet"]
+
+
 def missing_by_variant(names: list[str]) -> str:
     """"resnet20 dense | seed 1", "resnet20 dense | seed 2" -> "dense (seeds 1, 2)"."""
     seeds = {}
@@ -256,6 +261,7 @@ def markdown(report: dict) -> str:
             "`benchmarks/speed.py` measures training speed under control.", "", markdown_table(display_rows(report)), ""]
     for v in target_verdicts(report).values():
         text.append(f"- {v['text']}: **{v['status']}**" + (f" (by {', '.join(v['met_by'])})" if v["met_by"] else ""))
+        text += [f"  - {line}" for line in verdict_lines(v)]
     if report["missing"]:
         text += ["", f"Missing ({len(report['missing'])} runs): " + missing_by_variant(report["missing"]) + "."]
     return "\n".join(text) + "\n"

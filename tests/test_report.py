@@ -44,6 +44,7 @@ def test_readme_and_results_page_show_the_committed_runs():
         assert R.with_sections(text, ROOT / "results" / "runs", "cifar10-mirror") == text, \
             f"{path.name} is stale: run python -m dprp_lib.report --write"
     assert all(R.markers(name)[0] in R.PAGES[1].read_text() for name in R.SECTIONS)
+    assert "\n  - dprp 94%: " in R.PAGES[0].read_text()  # each target's verdict, point by point
 
 
 def test_cost_rows_put_training_time_and_inference_speed_beside_the_sizes():
