@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from .config import TrainConfig
-from .data import default_dataset
+from .data import default_dataset, load_dataset
 from . import paths, runs
 from .methods import METHODS
 from .runs import Run, config_key, load_run
@@ -262,6 +262,10 @@ def launch(configs: dict[str, TrainConfig], results, parallel: int, log=print, t
     log(f"{len(unique) - len(missing)} of {len(unique)} runs already in {results}; "
         f"training {len(pending)}{f' of the {len(missing)} missing' if len(pending) < len(missing) else ''}, "
         f"{parallel} at a time")
+    # Decode (or download) each data set once, here: processes that all start without a cache
+    # would each decode it, or all download it into the same folder at once.
+    for dataset in {(c.dataset, c.data_dir, c.data_source) for _, c in pending}:
+        load_dataset(*dataset)
     t0 = time.perf_counter()
     while pending or running:
         while pending and len(running) < parallel:

@@ -95,6 +95,28 @@ def test_launch_trains_a_run_with_two_names_once(tmp_path):
     assert lines[0].startswith("0 of 1 runs already")
 
 
+def test_launch_prepares_each_data_set_once_before_starting_processes(tmp_path, monkeypatch):
+    configs = {f"tiny | seed {s}": dataclasses.replace(small(tmp_path), epochs=1, seed=s) for s in (0, 1, 2)}
+    events = []
+    monkeypatch.setattr(E, "load_dataset", lambda *a: events.append(("data", a)))
+
+    class Finished:  # a training process that has already exited
+        returncode = 0
+
+        def __init__(self, cmd, **kw):
+            events.append(("train", cmd[-1]))
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(E.subprocess, "Popen", Finished)
+    codes = E.launch(configs, tmp_path / "results", parallel=3, log=lambda line: None)
+    assert codes == {name: 0 for name in configs}
+    c = configs["tiny | seed 0"]
+    assert events[0] == ("data", (c.dataset, c.data_dir, c.data_source))
+    assert [kind for kind, _ in events] == ["data", "train", "train", "train"]
+
+
 def test_launch_trains_in_parallel_processes_then_collects(tmp_path, monkeypatch):
     configs = {f"tiny | seed {s}": dataclasses.replace(small(tmp_path), epochs=1, seed=s) for s in (0, 1)}
     lines = []
