@@ -33,6 +33,13 @@ def cmd_train(args) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(_report_table([summary]))
         print(f"run written to {config.out_dir}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # The run is on disk and the process group destroyed. Leave without interpreter teardown:
+        # Gloo work objects freed there can abort a finished process ("terminate called without an
+        # active exception", pytorch/pytorch#65237), which fails the whole torchrun job.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

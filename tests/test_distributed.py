@@ -14,7 +14,8 @@ def test_two_gloo_processes_prune_identically(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "dprp_lib", "train", str(path)]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    finished = (tmp_path / "run" / "summary.json").exists()  # tells a crash in training from one at exit
+    assert done.returncode == 0, f"summary written: {finished}\n{done.stderr[-3000:]}"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["processes"] == 2
     first, second = summary["ranks_by_process"]
