@@ -189,6 +189,18 @@ def show_paired(report: dict, reference: str, variants) -> list[dict]:
     return rows
 
 
+def paired_verdict(r: dict) -> str:
+    """One line on a `paired_rows` row: what its paired seeds decide against the reference."""
+    if r["mean"] is None:
+        return f"{r['variant']}: not committed yet"
+    if r["interval"] is None:
+        return f"{r['variant']}: {r['mean']:+.2f} pt on one paired seed: no interval yet, so not decided"
+    mean, low, high = r["interval"]
+    word = "more accurate than" if low > 0 else "less accurate than" if high < 0 else "not separated from"
+    return (f"{r['variant']}: {mean:+.2f} pt, 95% interval [{low:+.2f}, {high:+.2f}] over "
+            f"{len(r['diffs'])} seeds: {word} {r['reference']}")
+
+
 def target_verdicts(report: dict) -> dict:
     """For each target: every DPRP operating point's verdict, and whether any point meets it.
 

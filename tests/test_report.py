@@ -80,6 +80,17 @@ def test_paired_rows_compare_seed_by_seed_against_a_reference():
     assert missing["seeds"] == [] and missing["mean"] is None and missing["deployed_fraction"] is None
 
 
+def test_a_paired_verdict_needs_an_interval_that_excludes_zero():
+    def paired(diffs):
+        return {"variant": "v", "reference": "dprp 50%", "diffs": diffs,
+                "mean": sum(diffs) / len(diffs) if diffs else None, "interval": R.mean_interval(diffs)}
+    assert R.paired_verdict(paired([-1.9, -1.8, -2.0])).endswith("less accurate than dprp 50%")
+    assert R.paired_verdict(paired([1.10, 1.12])).endswith("more accurate than dprp 50%")
+    assert R.paired_verdict(paired([-3.0, 1.0])).endswith("not separated from dprp 50%")
+    assert "one paired seed" in R.paired_verdict(paired([-5.0])) and "not decided" in R.paired_verdict(paired([-5.0]))
+    assert R.paired_verdict(paired([])) == "v: not committed yet"
+
+
 def test_the_paired_table_names_the_seeds_not_a_bare_number(capsys):
     def acc_row(variant, seeds, accs):
         return {"variant": variant, "seeds": seeds, "test_acc_values": accs, "deployed_fraction": 0.5}
