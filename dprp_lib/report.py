@@ -275,7 +275,7 @@ def markdown(report: dict) -> str:
         text.append(f"- {v['text']}: **{v['status']}**" + (f" (by {', '.join(v['met_by'])})" if v["met_by"] else ""))
         text += [f"  - {line}" for line in verdict_lines(v)]
     if report["missing"]:
-        text += ["", f"Missing ({len(report['missing'])} runs): " + missing_by_variant(report["missing"]) + "."]
+        text += ["", f"Missing ({len(report['missing'])} run{'s' * (len(report['missing']) != 1)}): " + missing_by_variant(report["missing"]) + "."]
     return "\n".join(text) + "\n"
 
 

@@ -100,6 +100,12 @@ def claims_06(m):
 def claims_07(m):
     full_data_is_whole(m, ["dprp 50%", "dprp 50% no sparse", "dprp 50% no sort", "dprp 50% no orth"])
     assert list(m["full_data"]["against_dprp_50"]) == ["dprp 50% no sparse", "dprp 50% no sort", "dprp 50% no orth"]
+    full = m["full_data"]
+    if not full["missing"]:  # what the full-data reading says
+        size, interval = full["deployed"], full["intervals"]
+        assert interval["dprp 50% no orth"][2] < 0 and abs(size["dprp 50% no orth"] - size["dprp 50%"]) < 0.05
+        assert all(interval[v][1] < 0 < interval[v][2] for v in ("dprp 50% no sparse", "dprp 50% no sort"))
+        assert size["dprp 50% no sort"] > 0.95 and size["dprp 50% no sparse"] > size["dprp 50%"] + 0.03
     rows = {r["variant"]: r for r in m["rows"]}
     assert set(rows) == {"all penalties", "no orth", "no sort", "no sparse", "none"}
     assert rows["all penalties"]["total_rank"] < rows["none"]["total_rank"]
