@@ -19,7 +19,7 @@ from pathlib import Path
 
 def cmd_train(args) -> int:
     from .config import TrainConfig
-    from .train import bf16_is_fast, fit
+    from .train import Distributed, bf16_is_fast, fit
 
     try:
         config = TrainConfig.load(args.config, args.set)
@@ -30,10 +30,11 @@ def cmd_train(args) -> int:
         print("note: this machine runs bf16 natively; --set amp=true trains faster (about 2x the images/s on "
               "this project's CPUs; bf16 autocast, recorded in the run)", file=sys.stderr)
     summary = fit(config)
-    if int(os.environ.get("RANK", "0")) == 0:
+    ddp = Distributed()  # this process's place in a torchrun job, as fit saw it
+    if ddp.main:
         print(_report_table([summary]))
         print(f"run written to {config.out_dir}")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if ddp.enabled:
         # The run is on disk and the process group destroyed. Leave without interpreter teardown:
         # Gloo work objects freed there can abort a finished process ("terminate called without an
         # active exception", pytorch/pytorch#65237), which fails the whole torchrun job.
