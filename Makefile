@@ -12,6 +12,11 @@ MIRROR := $(wildcard $(abspath ../shared/data/cifar10-jpeg.tar.xz))
 ifneq ($(MIRROR),)
 export DPRP_CIFAR10_MIRROR ?= $(MIRROR)
 endif
+# The lossless CIFAR-10 archive (all training images, test images 0-999), for the paper-length set.
+LOSSLESS := $(wildcard $(abspath ../shared/data/cifar10-lossless-sprites.tar))
+ifneq ($(LOSSLESS),)
+export DPRP_CIFAR10_LOSSLESS ?= $(LOSSLESS)
+endif
 export MPLBACKEND ?= Agg
 MODE ?= auto
 LAB_ARGS ?=

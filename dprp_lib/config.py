@@ -16,6 +16,7 @@ from .forms import FORMS
 from .lowrank import check_energy
 from .methods import METHODS as METHOD_TABLE
 from .models import MODELS
+from .precision import check_amp
 from .regularizers import SPARSE_KINDS
 
 METHODS = tuple(METHOD_TABLE)
@@ -80,7 +81,8 @@ class TrainConfig:
     # how to run it
     seed: int = 0
     device: str = "auto"              # auto | cpu | cuda
-    amp: bool = False                 # bf16 autocast (CPU with avx512_bf16/AMX, or CUDA)
+    amp: bool | str = False           # bf16 autocast; "auto": where it is native (CPU with
+                                      # avx512_bf16/AMX, or CUDA), decided when the run starts
     channels_last: bool = True        # NHWC model and batches (faster on both; same result)
     compile: bool = False             # torch.compile the model
     forms: str = "count"              # each factored layer's execution form: "count" (fewer
@@ -106,6 +108,7 @@ class TrainConfig:
         _choice("sparse_kind", self.sparse_kind, SPARSE_KINDS)
         _choice("device", self.device, DEVICES)
         _choice("forms", self.forms, FORMS)
+        check_amp(self.amp)
         for name in ("epochs", "warmup_epochs", "prune_warmup", "finetune_epochs", "seed", "holdout"):
             _at_least(name, getattr(self, name), 0)
         for name in ("batch_size", "prune_every", "min_rank"):

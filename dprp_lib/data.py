@@ -10,14 +10,25 @@ Where the files come from:
 - "cifar10-mirror": a JPEG re-encoding of CIFAR-10 (lossy; results on it are labelled
   "CIFAR-10 (JPEG mirror)"), given as a `.tar.xz` of class folders or the extracted folder,
   through `source=` or the DPRP_CIFAR10_MIRROR environment variable.
+- "cifar10-lossless": the official CIFAR-10 pixels, all 50,000 training images and only test
+  images 0-999, from the ConvNetJS sprite archive (`cifar10-lossless-sprites.tar`, checked
+  against its size and sha256), through `source=` or DPRP_CIFAR10_LOSSLESS. Its training
+  images are put in the mirror's order (class by class, official order within a class), so a
+  validation split (`holdout`) holds the same images in both; label results "CIFAR-10,
+  official test images 0-999".
 - "fashion-mnist": the original IDX files, from `source=`, DPRP_FASHION_MNIST_DIR, the
   Debian package dataset-fashion-mnist (/usr/share/datasets/fashion-mnist), or
   torchvision's download.
+
+The cache is keyed on the source (its sha256, or "official" for torchvision's files), so
+two sources of one data set never share a cache.
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import json
 import os
 import tarfile
 from dataclasses import dataclass
@@ -34,9 +45,11 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 DEBIAN_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
-DATASETS = ("cifar10", "cifar100", "cifar10-mirror", "fashion-mnist")
+DATASETS = ("cifar10", "cifar100", "cifar10-mirror", "cifar10-lossless", "fashion-mnist")
 LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
-          "cifar10-mirror": "CIFAR-10 (JPEG mirror)", "fashion-mnist": "Fashion-MNIST"}
+          "cifar10-mirror": "CIFAR-10 (JPEG mirror)",
+          "cifar10-lossless": "CIFAR-10, official test images 0-999",
+          "fashion-mnist": "Fashion-MNIST"}
 
 
 @dataclass
@@ -133,7 +146,8 @@ def load_dataset(name: str, root=None, source=None, download: bool = True) -> Im
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}")
     root = Path(root) if root is not None else paths.DATA
-    cache = root / f"{name}.uint8.pt"
+    source = source or (os.environ.get(SOURCE_ENV[name]) if name in SOURCE_ENV else None)
+    cache = root / f"{name}-{source_id(name, source)}.uint8.pt"
     if cache.is_file():
         d = torch.load(cache, weights_only=True)
         return ImageData(name, d["train_x"], d["train_y"], d["test_x"], d["test_y"], tuple(d["classes"]))
@@ -144,8 +158,31 @@ def load_dataset(name: str, root=None, source=None, download: bool = True) -> Im
     return data
 
 
+def source_id(name: str, source) -> str:
+    """What the cache is keyed on: 12 hex digits of the source file's sha256 (of the sorted file
+    names and sizes for a folder), or "official" for torchvision's (or the Debian package's) files."""
+    if name in ("cifar10", "cifar100") or source is None or not Path(source).exists():
+        return "official"
+    path = Path(source)
+    if path.is_dir():
+        listing = sorted((str(p.relative_to(path)), p.stat().st_size) for p in path.rglob("*") if p.is_file())
+        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:12]
+    return file_sha256(path)[:12]
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 # --- CIFAR-10 JPEG mirror ----------------------------------------------------------------
 MIRROR_ENV = "DPRP_CIFAR10_MIRROR"
+LOSSLESS_ENV = "DPRP_CIFAR10_LOSSLESS"
+SOURCE_ENV = {"cifar10-mirror": MIRROR_ENV, "cifar10-lossless": LOSSLESS_ENV,
+              "fashion-mnist": "DPRP_FASHION_MNIST_DIR"}
 
 
 def default_dataset() -> str:
@@ -197,11 +234,127 @@ def _mirror_files(source: Path) -> dict:
     return files
 
 
+# --- CIFAR-10, lossless: the ConvNetJS sprite sheets ----------------------------------------
+# The archive as described in its README: 51 PNG sheets (1000 images a sheet, one image a row),
+# the labels of all 51,000 images, and SHA256SUMS over the members.
+LOSSLESS_SIZE = 118_261_760
+LOSSLESS_SHA256 = "3d6c523feebe1ccd99d830ea3bf9295d0f6174081468c6eb204bcdd4d6a97ebe"
+LOSSLESS_MEMBER = "cifar10-convnetjs/"
+LOSSLESS_TRAIN, LOSSLESS_TEST = 50_000, 1_000
+
+
+def _read_lossless(root, source, download) -> ImageData:
+    """All 50,000 official training images and test images 0-999, bit for bit (PNG sheets).
+
+    Training images come out class by class, in official order within each class (the JPEG
+    mirror's order: its file k of class c is the k-th training image of class c), so the same
+    holdout picks the same images from both. The test images keep their official order.
+    """
+    if not source:
+        raise DataUnavailable(
+            f"the lossless CIFAR-10 archive needs its location: pass source=<cifar10-lossless-sprites.tar> "
+            f"or set {LOSSLESS_ENV} (or use dataset='cifar10' to download the official files)")
+    path = Path(source)
+    if not path.is_file():
+        raise DataUnavailable(f"lossless CIFAR-10 archive not found at {path} (from source= or {LOSSLESS_ENV})")
+    check_archive(path, LOSSLESS_SIZE, LOSSLESS_SHA256)
+    x, y = _read_sprites(path)
+    train_x, train_y = x[:LOSSLESS_TRAIN], y[:LOSSLESS_TRAIN]
+    order = torch.argsort(train_y, stable=True)  # class by class, official order within a class
+    return ImageData("cifar10-lossless", train_x[order], train_y[order], x[LOSSLESS_TRAIN:], y[LOSSLESS_TRAIN:],
+                     CIFAR10_CLASSES)
+
+
+def check_archive(path: Path, size: int, sha256: str) -> None:
+    """DataUnavailable naming the file and what was expected when it is not the archive described."""
+    found = path.stat().st_size
+    if found != size:
+        raise DataUnavailable(f"{path} is {found:,} bytes; the lossless CIFAR-10 archive is {size:,} bytes "
+                              f"(sha256 {sha256}): the file is truncated or another file")
+    digest = file_sha256(path)
+    if digest != sha256:
+        raise DataUnavailable(f"{path} has sha256 {digest}; the lossless CIFAR-10 archive has {sha256} "
+                              f"({size:,} bytes): the file is corrupt or another file")
+
+
+def _read_sprites(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image (N×3×32×32 uint8) and label of the sprite archive, in the archive's order."""
+    from PIL import Image
+
+    with tarfile.open(path) as tar:
+        def read(name: str) -> bytes:
+            return tar.extractfile(LOSSLESS_MEMBER + name).read()
+        sums = dict(line.split()[::-1] for line in read("SHA256SUMS").decode().splitlines() if line.strip())
+        sums = {Path(k.lstrip("*")).name: v for k, v in sums.items()}
+        sheets = []
+        for b in range((LOSSLESS_TRAIN + LOSSLESS_TEST) // 1000):
+            name = f"cifar10_batch_{b}.png"
+            raw = read(name)
+            if hashlib.sha256(raw).hexdigest() != sums.get(name):
+                raise DataUnavailable(f"{path}: member {name} does not match its line in SHA256SUMS")
+            with Image.open(io.BytesIO(raw)) as im:
+                if im.mode != "RGB" or im.size != (1024, 1000):
+                    raise DataUnavailable(f"{path}: {name} is {im.mode} {im.size}, expected RGB (1024, 1000)")
+                sheets.append(np.asarray(im, dtype=np.uint8).reshape(1000, 32, 32, 3))
+        labels = json.loads(read("cifar10_labels.json"))["labels"]
+    if len(labels) != LOSSLESS_TRAIN + LOSSLESS_TEST:
+        raise DataUnavailable(f"{path}: cifar10_labels.json holds {len(labels)} labels, expected 51,000")
+    x = torch.from_numpy(np.concatenate(sheets)).permute(0, 3, 1, 2).contiguous()
+    return x, torch.tensor(labels, dtype=torch.int64)
+
+
 def _decode_jpeg(src) -> np.ndarray:
     from PIL import Image
 
     with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+# --- the same test images in other encodings -------------------------------------------------
+CIFAR10_FAMILY = ("cifar10", "cifar10-mirror", "cifar10-lossless")
+OTHER_TESTS = {
+    "lossless 0-999": "CIFAR-10, official test images 0-999 (lossless)",
+    "jpeg 0-999": "CIFAR-10 (JPEG mirror), test images 0-999",
+    "jpeg 10000": "CIFAR-10 (JPEG mirror), all 10,000 test images",
+}
+
+
+def other_test_sets(name: str, root=None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{key of OTHER_TESTS: (images, labels)}: CIFAR-10's test images in the encodings configured
+    on this machine (DPRP_CIFAR10_LOSSLESS, DPRP_CIFAR10_MIRROR), for runs on any CIFAR-10 source.
+
+    "jpeg 0-999" is the mirror's copy of official test images 0-999, found through the lossless
+    labels (the mirror's file k of class c is the k-th test image of class c), so a model can be
+    read on the same 1,000 images in both encodings. Empty for other data sets.
+    """
+    if name not in CIFAR10_FAMILY:
+        return {}
+    sets = {}
+    lossless = mirror = None
+    if os.environ.get(LOSSLESS_ENV):
+        lossless = load_dataset("cifar10-lossless", root)
+        sets["lossless 0-999"] = (lossless.test_x, lossless.test_y)
+    if os.environ.get(MIRROR_ENV):
+        mirror = load_dataset("cifar10-mirror", root)
+        sets["jpeg 10000"] = (mirror.test_x, mirror.test_y)
+    if lossless is not None and mirror is not None:
+        sets["jpeg 0-999"] = (mirror.test_x[mirror_positions(lossless.test_y, mirror.test_y)], lossless.test_y)
+    return sets
+
+
+def mirror_positions(official_y: torch.Tensor, mirror_y: torch.Tensor) -> torch.Tensor:
+    """Where the mirror (sorted class by class, official order within a class) holds each of the
+    official images whose labels are `official_y`, in that order."""
+    starts = torch.searchsorted(mirror_y, torch.arange(int(mirror_y.max()) + 1))
+    seen = torch.zeros_like(starts)
+    positions = []
+    for c in official_y.tolist():
+        positions.append(int(starts[c] + seen[c]))
+        seen[c] += 1
+    positions = torch.tensor(positions, dtype=torch.int64)
+    if not torch.equal(mirror_y[positions], official_y):
+        raise ValueError("the mirror's test images are not sorted by class as expected")
+    return positions
 
 
 # --- CIFAR-10/100 through torchvision ------------------------------------------------------
@@ -275,7 +428,7 @@ def _fashion_help(root) -> str:
 
 
 _READERS = {"cifar10": _read_torchvision_cifar("cifar10"), "cifar100": _read_torchvision_cifar("cifar100"),
-            "cifar10-mirror": _read_mirror, "fashion-mnist": _read_fashion}
+            "cifar10-mirror": _read_mirror, "cifar10-lossless": _read_lossless, "fashion-mnist": _read_fashion}
 
 
 # --- batches on the device -----------------------------------------------------------------

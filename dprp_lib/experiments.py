@@ -27,17 +27,18 @@ import time
 from pathlib import Path
 
 from .config import TrainConfig
-from .data import default_dataset, load_dataset
+from .data import LOSSLESS_ENV, default_dataset, load_dataset, other_test_sets
 from . import paths, runs
 from .methods import METHODS
-from .runs import Run, config_key, load_run
+from .runs import Run, config_key, definite, load_run
 from .train import fit
 
 MODES = ("smoke", "quick", "full", "paper")
 # Committed results keep checkpoints only where a chapter loads the trained weights.
 KEEP_CHECKPOINTS = {"06_dynamic_rank_pruning": {"dense", "dprp"}, "04_sorting": {"sort=0"}}
 CHAPTER_GRIDS = ("03_orthogonality", "04_sorting", "05_sparsity", "06_dynamic_rank_pruning", "07_ablations",
-                 "08_resnet20_cifar10", "full-recipe", "full-calibration", "fast-path-parity")
+                 "08_resnet20_cifar10", "full-recipe", "full-calibration", "fast-path-parity",
+                 "paper-length", "jpeg-cost")
 
 
 def run_or_load(config: TrainConfig, results=None, scratch=None, log=print, data_dir=None) -> Run:
@@ -46,6 +47,7 @@ def run_or_load(config: TrainConfig, results=None, scratch=None, log=print, data
     Folders left as None are the repository's own: results/runs, build/runs and data/ (`paths`).
     """
     config = dataclasses.replace(config, data_dir=str(data_dir or paths.DATA))
+    config = runs.definite(config, results or paths.RESULTS, scratch or paths.SCRATCH)
     found = find_run(config, results, scratch)
     if found is not None:
         return found
@@ -104,9 +106,10 @@ def preset(mode: str, **overrides) -> TrainConfig:
                   progress=False)
     # The whole training set less the 5,000-image validation split, 30 epochs: 50-95 minutes
     # a run on one CPU thread, two runs at a time on 2 cores, with the fast path (bf16 +
-    # channels_last; measured on the committed runs). The recipe
+    # channels_last where bf16 is native, float32 + channels_last elsewhere: amp="auto"; the
+    # committed runs were trained in bf16 and are found under their keys). The recipe
     # and DPRP's operating points are chosen on the validation split (FULL_RECIPE, DPRP_POINTS).
-    full = dict(epochs=30, holdout=5000, amp=True, sparse=5e-4, energy=5e-3, prune_warmup=3,
+    full = dict(epochs=30, holdout=5000, amp="auto", sparse=5e-4, energy=5e-3, prune_warmup=3,
                 prune_every=2, prune_stop=25, **FULL_RECIPE)
     sizes = {
         "smoke": dict(train_per_class=20, test_per_class=10, epochs=2, batch_size=50, warmup_epochs=0,
@@ -170,6 +173,14 @@ def grid(chapter: str, mode: str, seeds=None, dataset: str | None = None) -> dic
                 for amp in (True, False) for s in (0, 1)}
     if chapter == "full-calibration":
         return {f"dprp energy={e:g}": dataclasses.replace(base, energy=e) for e in sorted(CALIBRATION_ENERGIES)}
+    if chapter == "paper-length":
+        # The paper's question at its length (--mode paper: 164 epochs) on the real pixels: dense,
+        # DPRP at the paper's operating point and at half size, 3 seeds, on the lossless images.
+        return lossless_set(preset(mode, dataset="cifar10-lossless"), ("94%", "50%"), seeds)
+    if chapter == "jpeg-cost":
+        # What the JPEG copy costs (--mode full: 30 epochs): the full-data set's dense and DPRP 94%
+        # on the lossless images, each the twin of a committed JPEG-mirror run (same seed and recipe).
+        return lossless_set(preset(mode, dataset="cifar10-lossless"), ("94%",), seeds)
     if chapter == "08_resnet20_cifar10" and mode in ("full", "paper"):
         return full_set(base, seeds)
     if chapter == "08_resnet20_cifar10":
@@ -239,6 +250,13 @@ def full_set(base: TrainConfig, seeds=None) -> dict[str, TrainConfig]:
     return runs
 
 
+def lossless_set(base: TrainConfig, points, seeds=None) -> dict[str, TrainConfig]:
+    """Dense and DPRP at the named operating points, seed 0 of each first, then seeds 1 and 2."""
+    changes = {"dense": dict(method="dense"), **{f"dprp {p}": dict(energy=DPRP_POINTS[p]) for p in points}}
+    return {f"resnet20 {name} | seed {s}": dataclasses.replace(base, seed=s, **change)
+            for s in [s for s in (0, 1, 2) if seeds is None or s in seeds] for name, change in changes.items()}
+
+
 def variant_of(name: str) -> str:
     """"resnet20 dprp | seed 1" -> "resnet20 dprp"."""
     return name.split(" | ")[0]
@@ -250,9 +268,11 @@ def launch(configs: dict[str, TrainConfig], results, parallel: int, log=print, t
     processes at a time, each with `threads` torch threads (default: the cores shared out);
     {name: exit code}."""
     results = Path(results)
-    # One run can have several names (chapters share runs): train each key once.
+    # One run can have several names (chapters share runs): train each key once. amp="auto" is
+    # settled first: a run started in one precision resumes in it, a new one takes this machine's.
     unique = {}
     for n, c in configs.items():
+        c = runs.definite(c, results)
         unique.setdefault(config_key(c), (n, c))
     missing = [(n, c) for n, c in unique.values() if find_run(c, results, results) is None]
     pending = missing[:limit]
@@ -266,6 +286,7 @@ def launch(configs: dict[str, TrainConfig], results, parallel: int, log=print, t
     # would each decode it, or all download it into the same folder at once.
     for dataset in {(c.dataset, c.data_dir, c.data_source) for _, c in pending}:
         load_dataset(*dataset)
+        other_test_sets(dataset[0], dataset[1])
     t0 = time.perf_counter()
     while pending or running:
         while pending and len(running) < parallel:
@@ -435,10 +456,12 @@ def main(argv=None) -> int:
             print(f"    test acc {s['test_acc']:.2%}, deployed {s['deployed_fraction']:.1%} of dense, "
                   f"rank {s['total_rank']}/{s['full_rank']}, {s['time']:.0f} s")
     for config in runs.values():
+        config = definite(config, args.results)
         folder = Path(args.results) / config_key(config)
-        # Unfinished runs keep theirs (they resume from it); full-data runs keep theirs for
-        # the deployment chapters (they are not committed, see .gitignore).
-        if args.mode != "full" and config_key(config) not in keep and (folder / "summary.json").is_file():
+        # Unfinished runs keep theirs (they resume from it); full-data and paper-length runs keep
+        # theirs (for the deployment chapters, and to read them on other test images later).
+        if args.mode not in ("full", "paper") and config_key(config) not in keep \
+                and (folder / "summary.json").is_file():
             (folder / "checkpoint.pt").unlink(missing_ok=True)
     print(f"{' '.join(args.chapter)}: {len(runs)} runs in {time.perf_counter() - t0:.0f} s"
           + (f"; FAILED: {failed}" if failed else ""))

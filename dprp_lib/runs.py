@@ -11,6 +11,7 @@ computes (`TrainConfig.result_fields`), so committed results are found by their 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from .checkpoint import load_checkpoint, load_model_state, save_checkpoint, writ
 from .config import TrainConfig
 from .convert import svdify
 from .models import build_model
+from .precision import choose_amp
 
 CONFIG, METRICS, CHECKPOINT, SUMMARY = "config.json", "metrics.jsonl", "checkpoint.pt", "summary.json"
 
@@ -100,8 +102,24 @@ def open_run(path) -> Run:
     return Run(config, {}, ckpt["history"], file.parent, checkpoint_file=file)
 
 
+def definite(config: TrainConfig, *roots) -> TrainConfig:
+    """`config` with `amp="auto"` settled: the precision of a run already started (finished or
+    checkpointed) under either key in `roots`, else this machine's fast path. Committed runs keep
+    the keys they were trained under (amp true or false), and a run resumes in its own precision."""
+    if config.amp != "auto":
+        return config
+    for amp in (True, False):
+        candidate = dataclasses.replace(config, amp=amp)
+        folders = [Path(root) / config_key(candidate) for root in roots]
+        if any((f / SUMMARY).is_file() or (f / CHECKPOINT).is_file() for f in folders):
+            return candidate
+    return dataclasses.replace(config, amp=choose_amp(config.device))
+
+
 def find_run(config: TrainConfig, *roots) -> Run | None:
-    """The finished run for exactly `config` in the first of `roots` that holds it, or None."""
+    """The finished run for exactly `config` in the first of `roots` that holds it, or None
+    (with `amp="auto"`: trained in either precision)."""
+    config = definite(config, *roots)
     key = config_key(config)
     for root in roots:
         if (Path(root) / key / SUMMARY).is_file():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import gc
 import math
 import os
@@ -34,12 +35,13 @@ from torch import nn
 from .checkpoint import load_checkpoint, load_model_state
 from .config import TrainConfig
 from .convert import svdify
-from .data import BatchLoader, balanced_sample, load_dataset
+from .data import BatchLoader, balanced_sample, load_dataset, other_test_sets
 from .forms import measure_forms, set_forms
 from .layers import svd_layers
 from .methods import METHODS
 from .metrics import count_macs, count_params, deployed_params, order_violations, spectrum_gap
 from .models import build_model
+from .precision import bf16_is_fast, choose_amp, processor  # noqa: F401 (bf16_is_fast: public here too)
 from .pruning import PruneSchedule, energy_for_size, prune_ranks
 from .regularizers import Regularizer
 from .runs import RunFolder
@@ -255,19 +257,6 @@ def resolve_device(name: str, ddp: Distributed | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def bf16_is_fast(device: str = "auto") -> bool:
-    """True where bf16 autocast has native support: a CUDA GPU with bf16, or a CPU with
-    AVX512-BF16/AMX through oneDNN (measured here: about 2× the images/s of float32)."""
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    if device == "cuda":
-        return False
-    try:
-        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    except (AttributeError, RuntimeError):
-        return False
-
-
 # --- checkpoints -----------------------------------------------------------------------------
 # --- the run ---------------------------------------------------------------------------------
 CALIBRATION_IMAGES = 2000  # training images that re-estimate BatchNorm statistics at a cut
@@ -282,6 +271,7 @@ def fit(config: TrainConfig, on_epoch_end=None) -> dict:
     config.validate()
     ddp = Distributed()
     device = resolve_device(config.device, ddp)
+    config = settle_amp(config, device)
     ddp.start(device)
     try:
         summary = _fit(config, ddp, device, on_epoch_end)
@@ -292,6 +282,19 @@ def fit(config: TrainConfig, on_epoch_end=None) -> dict:
         return summary
     finally:
         ddp.stop()
+
+
+def settle_amp(config: TrainConfig, device: torch.device) -> TrainConfig:
+    """`amp="auto"` made definite: the precision a resumed run started with, else this machine's
+    fast path (bf16 only where it is native). The definite value is what config.json records."""
+    if config.amp != "auto":
+        return config
+    ckpt_path = RunFolder(config.out_dir).checkpoint
+    if config.resume and ckpt_path.exists():
+        amp = bool(load_checkpoint(ckpt_path)["config"]["amp"])
+    else:
+        amp = choose_amp(device.type)
+    return dataclasses.replace(config, amp=amp)
 
 
 def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_end) -> dict:
@@ -445,9 +448,13 @@ def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_e
         row.update(_evaluate(model, watch, ddp, autocast, watched))
         if watch is not test and epoch == total_epochs:
             row.update(_evaluate(model, test, ddp, autocast, "test"))
+        if epoch == total_epochs and config.test_per_class is None:
+            # The same test images in the other encodings this machine has (lossless, JPEG).
+            for key, (x, y) in other_test_sets(config.dataset, config.data_dir).items():
+                row.update(_evaluate(model, eval_loader(x, y), ddp, autocast, f"test:{key}"))
         elapsed += time.perf_counter() - t0
         row.update(_sizes(model, input_size), pruned={k: v for k, v in pruned.items() if v[0] != v[1]},
-                   time=round(elapsed, 3), epoch_time=round(time.perf_counter() - t0, 3))
+                   time=round(elapsed, 3), epoch_time=round(time.perf_counter() - t0, 3), processor=processor())
         history.append(row)
         if ddp.main:
             folder.end_epoch(row, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
@@ -529,7 +536,9 @@ def _summary(config, data, history, dense_params, dense_macs, device, ddp, model
         "seed": config.seed, "epochs": config.epochs, "finetune_epochs": config.finetune_epochs,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "processes": ddp.world_size, "amp": "bf16" if config.amp else "off", "compile": config.compile,
+        "processors": sorted({h["processor"] for h in history if "processor" in h}),
         "test_acc": last["test_acc"], "test_loss": last["test_loss"],
+        **{k: v for k, v in last.items() if k.startswith("test:")},
         **({"val_acc": last["val_acc"], "val_loss": last["val_loss"], "val_images": len(data.val_y)}
            if config.holdout else {}),
         "dense_params": dense_params, "params": last["params"],
