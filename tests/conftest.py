@@ -23,3 +23,13 @@ def require_mirror() -> str:
     if os.environ.get("CI"):
         pytest.fail("DPRP_CIFAR10_MIRROR is not set in CI: run the tests through `make test`")
     pytest.skip("the offline CIFAR-10 mirror is not available (set DPRP_CIFAR10_MIRROR)")
+
+
+def require_lossless() -> str:
+    """The lossless CIFAR-10 archive's path; in CI its absence is a failure, elsewhere a skip."""
+    path = os.environ.get("DPRP_CIFAR10_LOSSLESS")
+    if path and os.path.exists(path):
+        return path
+    if os.environ.get("CI"):
+        pytest.fail("DPRP_CIFAR10_LOSSLESS is not set in CI: run the tests through `make test`")
+    pytest.skip("the lossless CIFAR-10 archive is not available (set DPRP_CIFAR10_LOSSLESS)")

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from dprp_lib import data as D
-from conftest import require_mirror
+from conftest import require_lossless, require_mirror
 
 
 def _jpeg(color) -> bytes:
@@ -19,13 +19,16 @@ def _jpeg(color) -> bytes:
 
 @pytest.fixture
 def fake_mirror(tmp_path):
-    """A tiny archive in the mirror's layout: 3 training and 1 test image per class."""
-    path = tmp_path / "mini.tar.xz"
-    with tarfile.open(path, "w:xz") as tar:
+    return make_fake_mirror(tmp_path / "mini.tar.xz")
+
+
+def make_fake_mirror(path, red=None):
+    """A tiny archive in the mirror's layout: 3 training and 1 test image per class, red c·25 (or `red`)."""
+    with tarfile.open(path, "w:xz" if path.suffix == ".xz" else "w") as tar:
         for split, count in (("train", 3), ("test", 1)):
             for c, name in enumerate(D.CIFAR10_CLASSES):
                 for i in range(count):
-                    raw = _jpeg((c * 25, i * 80, 200))
+                    raw = _jpeg((c * 25 if red is None else red, i * 80, 200))
                     info = tarfile.TarInfo(f"{split}/{name}/{i:04d}.jpg")
                     info.size = len(raw)
                     tar.addfile(info, io.BytesIO(raw))
@@ -40,9 +43,20 @@ def test_mirror_archive_is_decoded_and_cached(fake_mirror, tmp_path):
     assert d.label == "CIFAR-10 (JPEG mirror)"
     red = d.train_x[d.train_y == 4][:, 0].float().mean().item()
     assert abs(red - 100) < 4  # the colour written is the colour read (JPEG is lossy)
-    assert (tmp_path / "cache" / "cifar10-mirror.uint8.pt").is_file()
-    again = D.load_dataset("cifar10-mirror", root=tmp_path / "cache")  # from the cache, no source needed
-    assert torch.equal(again.train_x, d.train_x)
+    (cache,) = (tmp_path / "cache").glob("cifar10-mirror-*.uint8.pt")
+    assert cache.name == f"cifar10-mirror-{D.file_sha256(fake_mirror)[:12]}.uint8.pt"  # keyed on the source
+
+
+def test_the_cache_is_keyed_on_the_source(fake_mirror, tmp_path, monkeypatch):
+    first = D.load_dataset("cifar10-mirror", root=tmp_path / "cache", source=fake_mirror)
+    other = make_fake_mirror(tmp_path / "other.tar", red=200)  # another source, same data set name
+    second = D.load_dataset("cifar10-mirror", root=tmp_path / "cache", source=other)
+    assert second.train_x[second.train_y == 4][:, 0].float().mean().item() > 190  # not the first one's cache
+    monkeypatch.setattr(D, "_READERS", {})  # a source already decoded is read from its cache
+    again = D.load_dataset("cifar10-mirror", root=tmp_path / "cache", source=fake_mirror)
+    assert torch.equal(again.train_x, first.train_x)
+    monkeypatch.setenv("DPRP_CIFAR10_MIRROR", str(other))  # the environment variable names the source too
+    assert torch.equal(D.load_dataset("cifar10-mirror", root=tmp_path / "cache").train_x, second.train_x)
 
 
 def test_mirror_from_extracted_folder(fake_mirror, tmp_path):
@@ -176,3 +190,96 @@ def test_channels_last_batches_hold_the_same_values():
     nhwc, _ = _loader(False, channels_last=True)
     for (a, _), (b, _) in zip(loader, nhwc):
         assert torch.equal(a, b) and b.is_contiguous(memory_format=torch.channels_last)
+
+
+# --- the lossless archive: the facts its README states (../shared/data/README.md) ---------------
+OFFICIAL_BATCH_COUNTS = [  # images of each class in data_batch_1 ... data_batch_5
+    [1005, 974, 1032, 1016, 999, 937, 1030, 1001, 1025, 981],
+    [984, 1007, 1010, 995, 1010, 988, 1008, 1026, 987, 985],
+    [994, 1042, 965, 997, 990, 1029, 978, 1015, 961, 1029],
+    [1003, 963, 1041, 976, 1004, 1021, 1004, 981, 1024, 983],
+    [1014, 1014, 952, 1016, 997, 1025, 980, 977, 1003, 1022],
+]
+OFFICIAL_BATCH_SHA256 = [
+    "a50e8b48728e1667d682a807155c375279d5ae321fb12242c02e3104a6bc8b21",
+    "0b825e5592c3b72ea18d6ec2ff5f5b19d33e41a75f5039054a9bb87be3cf69a0",
+    "c6ee1dd4601a69ec085d8ebf53ee6441775491a6839a0a9ae8fa198e88a3a429",
+    "1f6b6c799cff375a9f8fae2fac909d51ee09f38a6a60eebb9e8fec6f47ddc48f",
+    "58e3bbf713e28357476a351d3a05d056372f94c681d04ca9d62a076fdf2a643b",
+]
+
+
+@pytest.fixture(scope="module")
+def lossless():
+    return D.load_dataset("cifar10-lossless", root="data", source=require_lossless())
+
+
+def test_lossless_archive_holds_the_official_pixels(lossless):
+    import hashlib
+
+    d = lossless
+    assert d.train_x.shape == (50000, 3, 32, 32) and d.test_x.shape == (1000, 3, 32, 32)
+    assert torch.bincount(d.train_y).tolist() == [5000] * 10
+    assert d.label == "CIFAR-10, official test images 0-999"
+    mean, std = d.channel_stats()
+    assert mean == pytest.approx([0.4914, 0.4822, 0.4465], abs=6e-5)
+    assert std == pytest.approx([0.2470, 0.2435, 0.2616], abs=6e-5)  # the mirror's are lower
+    assert d.test_y[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]  # official test_batch order
+    # In official order (the archive's own), the five training batches are the official ones.
+    x, y = D._read_sprites(__import__("pathlib").Path(require_lossless()))
+    assert y[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
+    for k in range(5):
+        part = slice(k * 10000, (k + 1) * 10000)
+        assert torch.bincount(y[part], minlength=10).tolist() == OFFICIAL_BATCH_COUNTS[k]
+        rows = x[part].reshape(10000, 3072).numpy()  # channel-first rows, as data_batch_k[b'data']
+        assert hashlib.sha256(rows.tobytes()).hexdigest() == OFFICIAL_BATCH_SHA256[k], f"data_batch_{k + 1}"
+    # The loader's order is the mirror's: class by class, official order within a class.
+    order = torch.argsort(y[:50000], stable=True)
+    assert torch.equal(d.train_x, x[:50000][order]) and torch.equal(d.test_x, x[50000:])
+
+
+def test_lossless_and_mirror_hold_out_the_same_validation_images(lossless):
+    mirror = D.load_dataset("cifar10-mirror", root="data", source=require_mirror())
+    a, b = lossless.holdout(5000), mirror.holdout(5000)
+    assert torch.equal(a.val_y, b.val_y) and torch.equal(a.train_y, b.train_y)
+    same = (a.val_x.float() - b.val_x.float()).abs().mean().item()
+    shifted = (a.val_x.float() - b.val_x.roll(1, 0).float()).abs().mean().item()
+    assert same < 8 < 50 < shifted  # JPEG error (about 6 levels) against unrelated images (about 70)
+
+
+def test_other_encodings_of_the_test_images(lossless, monkeypatch):
+    monkeypatch.setenv("DPRP_CIFAR10_LOSSLESS", require_lossless())
+    monkeypatch.setenv("DPRP_CIFAR10_MIRROR", require_mirror())
+    sets = D.other_test_sets("cifar10-lossless", "data")
+    assert set(sets) == set(D.OTHER_TESTS)
+    assert len(sets["jpeg 10000"][1]) == 10000 and len(sets["lossless 0-999"][1]) == 1000
+    (x, y), (jx, jy) = sets["lossless 0-999"], sets["jpeg 0-999"]
+    assert torch.equal(y, jy) and (x.float() - jx.float()).abs().mean() < 8  # the same images, re-encoded
+    assert D.other_test_sets("fashion-mnist", "data") == {}
+    monkeypatch.delenv("DPRP_CIFAR10_MIRROR")
+    assert set(D.other_test_sets("cifar10-mirror", "data")) == {"lossless 0-999"}
+
+
+def test_mirror_positions_follow_class_then_official_order():
+    mirror_y = torch.tensor([0, 0, 0, 1, 1, 2])
+    assert D.mirror_positions(torch.tensor([1, 0, 0, 2, 1]), mirror_y).tolist() == [3, 0, 1, 5, 4]
+    with pytest.raises(ValueError, match="sorted by class"):
+        D.mirror_positions(torch.tensor([0]), torch.tensor([1, 0]))
+
+
+def test_a_wrong_or_missing_lossless_archive_is_named_and_leaves_no_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("DPRP_CIFAR10_LOSSLESS", raising=False)
+    with pytest.raises(D.DataUnavailable, match="DPRP_CIFAR10_LOSSLESS"):
+        D.load_dataset("cifar10-lossless", root=tmp_path)
+    with pytest.raises(D.DataUnavailable, match="not found at .*nope.tar"):
+        D.load_dataset("cifar10-lossless", root=tmp_path, source=tmp_path / "nope.tar")
+    short = tmp_path / "short.tar"
+    short.write_bytes(b"x" * 1000)
+    with pytest.raises(D.DataUnavailable, match=r"short.tar is 1,000 bytes; .* 118,261,760 bytes \(sha256 3d6c523f"):
+        D.load_dataset("cifar10-lossless", root=tmp_path, source=short)
+    corrupt = tmp_path / "corrupt.tar"
+    with open(corrupt, "wb") as f:
+        f.truncate(D.LOSSLESS_SIZE)  # the right size, the wrong bytes
+    with pytest.raises(D.DataUnavailable, match="corrupt.tar has sha256 .*; the lossless CIFAR-10 archive has 3d6c523f"):
+        D.load_dataset("cifar10-lossless", root=tmp_path, source=corrupt)
+    assert list(tmp_path.glob("*.pt")) == []

@@ -35,7 +35,7 @@ def test_full_data_set_has_the_runs_and_seeds_the_question_needs():
     assert all(len(s) >= 3 for v, s in seeds.items() if v == "resnet20 dense" or v.startswith("resnet20 dprp ") and "no" not in v)
     assert all(len(s) >= 2 for s in seeds.values()) and len(seeds) == 11
     configs = list(runs.values())
-    assert all(c.holdout == 5000 and c.amp and c.train_per_class is None for c in configs)
+    assert all(c.holdout == 5000 and c.amp == "auto" and c.train_per_class is None for c in configs)
     assert len({(c.lr, c.batch_size, c.label_smoothing, c.weight_decay, c.epochs + c.finetune_epochs) for c in configs}) == 1
     one_shot = [c for c in configs if c.method in ("svd-training", "posthoc")]
     assert one_shot and all(c.cut_to == 0.5 and c.finetune_epochs == 2 for c in one_shot)
@@ -81,6 +81,37 @@ def test_committed_runs_keep_their_keys():
         assert E.config_key(config) == folder.name, folder
 
 
+def test_amp_auto_finds_runs_in_either_precision_and_resumes_in_its_own(tmp_path, monkeypatch):
+    from dprp_lib import runs
+
+    config = E.preset("smoke", amp="auto")
+    monkeypatch.setattr(runs, "choose_amp", lambda device: False)
+    assert runs.definite(config, tmp_path).amp is False  # nothing started: this machine's fast path
+    started = tmp_path / E.config_key(dataclasses.replace(config, amp=True))
+    started.mkdir()
+    (started / "checkpoint.pt").write_bytes(b"")  # a run started in bf16 on another machine
+    assert runs.definite(config, tmp_path).amp is True
+    assert runs.definite(dataclasses.replace(config, amp=False), tmp_path).amp is False  # explicit stays
+    # The committed full-data set (trained in bf16) is found by the auto presets on any machine.
+    monkeypatch.setattr(runs, "choose_amp", lambda device: False)
+    table = E.collect("08_resnet20_cifar10", "full", dataset="cifar10-mirror")
+    assert table["missing"] == [] and sum(len(r["seeds"]) for r in table["rows"]) == 27
+
+
+def test_paper_length_and_jpeg_cost_sets_are_on_the_lossless_images():
+    paper, cost = E.grid("paper-length", "paper"), E.grid("jpeg-cost", "full")
+    assert list(paper)[:3] == [f"resnet20 {v} | seed 0" for v in ("dense", "dprp 94%", "dprp 50%")]  # seed 0 first
+    assert len(paper) == 9 and len(cost) == 6
+    for c in [*paper.values(), *cost.values()]:
+        assert c.dataset == "cifar10-lossless" and c.holdout == 5000 and c.amp == "auto" and c.batch_size == 128
+    assert {c.epochs for c in paper.values()} == {164} and {c.epochs for c in cost.values()} == {30}
+    assert {c.energy for c in paper.values() if c.method == "dprp"} == {E.DPRP_POINTS["94%"], E.DPRP_POINTS["50%"]}
+    # Each 30-epoch lossless run is the twin of a committed JPEG-mirror run: only the data set differs.
+    jpeg = E.grid("08_resnet20_cifar10", "full", dataset="cifar10-mirror")
+    for name, c in cost.items():
+        assert dataclasses.replace(jpeg[name], dataset="cifar10-lossless") == c, name
+
+
 def test_svd_training_preset_fine_tunes_within_the_same_length():
     for mode in E.MODES:
         plain, svd = E.preset(mode), E.preset(mode, method="svd-training")
@@ -99,6 +130,7 @@ def test_launch_prepares_each_data_set_once_before_starting_processes(tmp_path, 
     configs = {f"tiny | seed {s}": dataclasses.replace(small(tmp_path), epochs=1, seed=s) for s in (0, 1, 2)}
     events = []
     monkeypatch.setattr(E, "load_dataset", lambda *a: events.append(("data", a)))
+    monkeypatch.setattr(E, "other_test_sets", lambda *a: events.append(("other encodings", a)))
 
     class Finished:  # a training process that has already exited
         returncode = 0
@@ -114,7 +146,7 @@ def test_launch_prepares_each_data_set_once_before_starting_processes(tmp_path, 
     assert codes == {name: 0 for name in configs}
     c = configs["tiny | seed 0"]
     assert events[0] == ("data", (c.dataset, c.data_dir, c.data_source))
-    assert [kind for kind, _ in events] == ["data", "train", "train", "train"]
+    assert [kind for kind, _ in events] == ["data", "other encodings", "train", "train", "train"]
 
 
 def test_launch_trains_in_parallel_processes_then_collects(tmp_path, monkeypatch):

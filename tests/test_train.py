@@ -119,6 +119,52 @@ def test_killed_process_resumes_to_the_same_result(reference, tmp_path):
     assert stable(rows(cfg.out_dir)) == stable(history)
 
 
+def test_a_committed_checkpoint_resumes_elsewhere_through_the_launcher(reference, tmp_path):
+    """What a campaign commits of an unfinished run (config, metrics, checkpoint; no launch spec),
+    copied to another clone's results/, is resumed there by the launcher to the uninterrupted result."""
+    import shutil
+
+    from dprp_lib import experiments as E
+
+    _, summary, history = reference
+    cfg = small(tmp_path, "here", epochs=3)
+
+    def interrupt(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        T.fit(cfg, on_epoch_end=interrupt)
+    clone = tmp_path / "clone" / E.config_key(cfg)
+    clone.mkdir(parents=True)
+    for name in ("config.json", "metrics.jsonl", "checkpoint.pt"):
+        shutil.copy(Path(cfg.out_dir) / name, clone / name)
+    shutil.rmtree(cfg.out_dir)  # the first machine is gone
+    assert E.launch({"tiny": cfg}, tmp_path / "clone", parallel=1, threads=torch.get_num_threads(),
+                    log=lambda line: None) == {"tiny": 0}
+    assert stable(rows(clone)) == stable(history)
+    assert json.loads((clone / "summary.json").read_text())["test_acc"] == summary["test_acc"]
+
+
+def test_amp_auto_is_settled_when_a_run_starts_and_kept_when_it_resumes(reference, tmp_path, monkeypatch):
+    _, _, history = reference
+    monkeypatch.setattr(T, "choose_amp", lambda device: False)  # a machine without native bf16
+    cfg = small(tmp_path, epochs=3, amp="auto")
+
+    def interrupt(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        T.fit(cfg, on_epoch_end=interrupt)
+    assert json.loads(Path(cfg.out_dir, "config.json").read_text())["amp"] is False
+    monkeypatch.setattr(T, "choose_amp", lambda device: True)  # resumed where bf16 is native
+    cfg.resume = True
+    resumed = T.fit(cfg)
+    assert resumed["amp"] == "off"  # in the precision it started with, to the float32 run's result
+    assert stable(rows(cfg.out_dir)) == stable(history)
+    fresh = T.fit(small(tmp_path, "fresh", epochs=1, amp="auto"))  # a run starting there takes bf16
+    assert fresh["amp"] == "bf16" and fresh["processors"] == [T.processor()]
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = small(tmp_path, method="dense", epochs=3)
     real = T.lr_at
