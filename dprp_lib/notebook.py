@@ -32,9 +32,13 @@ def chapter_runs(chapter: str, mode: str, device: str = "auto", data_dir=None, s
     runs = run_grid(chapter, mode, device, scratch=scratch, data_dir=data_dir)
     base = preset(mode)
     loaded = sum(r.loaded for r in runs.values())
-    dataset = next(iter(runs.values())).summary["dataset"]
+    # The image counts are the runs' own: the presets of full and paper mode use every image
+    # (train_per_class None), so they cannot be computed from the preset.
+    summary = next(iter(runs.values())).summary
+    held_out = f" ({summary['val_images']:,} more held out for validation)" if summary.get("val_images") else ""
     print(f"{len(runs)} runs, {loaded} loaded from {paths.shown(paths.RESULTS)}, {len(runs) - loaded} trained now")
-    print(f"each: ResNet-20 on {dataset}, {base.train_per_class * 10:,} training and {base.test_per_class * 10:,} test "
+    print(f"each: ResNet-20 on {summary['dataset']}, {summary['train_images']:,} training{held_out} and "
+          f"{summary['test_images']:,} test "
           f"images, {base.epochs} epochs, seed {base.seed}, batch {base.batch_size}, SGD lr {base.lr:g} (cosine), "
           f"cuts after epochs {base.prune_warmup}–{base.prune_stop or base.epochs} at energy {base.energy:g}")
     return runs
