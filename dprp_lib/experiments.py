@@ -26,8 +26,9 @@ import sys
 import time
 from pathlib import Path
 
+from .checkpoint import load_checkpoint, save_checkpoint, write_text_atomic
 from .config import TrainConfig
-from .data import LOSSLESS_ENV, default_dataset, load_dataset, other_test_sets
+from .data import default_dataset, load_dataset, other_test_sets
 from . import paths, runs
 from .methods import METHODS
 from .runs import Run, config_key, definite, load_run
@@ -310,6 +311,34 @@ def launch(configs: dict[str, TrainConfig], results, parallel: int, log=print, t
     return codes
 
 
+def snapshot(configs: dict[str, TrainConfig], source, dest, log=print) -> list[str]:
+    """Copy every run of `configs` that `source` (a campaign's results) holds, finished or not, into
+    `dest` (the checkout that is committed): config, metrics and the latest checkpoint, so that the
+    launcher resumes an unfinished run from `dest` on any machine. The metrics are rewritten from the
+    checkpoint's history, so that both hold the same epochs. Returns the keys copied."""
+    source, dest = Path(source), Path(dest)
+    copied = []
+    for name, config in configs.items():
+        config = definite(config, source)
+        folder = source / config_key(config)
+        ckpt_path = folder / runs.CHECKPOINT
+        if not ckpt_path.is_file():
+            continue
+        out = dest / folder.name
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt = load_checkpoint(ckpt_path)  # read once: the campaign may replace the file meanwhile
+        save_checkpoint(out / runs.CHECKPOINT, **ckpt)
+        write_text_atomic(out / runs.CONFIG, (folder / runs.CONFIG).read_text())
+        write_text_atomic(out / runs.METRICS, "".join(json.dumps(r) + "\n" for r in ckpt["history"]))
+        finished = (folder / runs.SUMMARY).is_file() and len(ckpt["history"]) == config.epochs + config.finetune_epochs
+        if finished:
+            write_text_atomic(out / runs.SUMMARY, (folder / runs.SUMMARY).read_text())
+        if log:
+            log(f"  {name}: {len(ckpt['history'])} epochs{' (finished)' if finished else ''} -> {out}")
+        copied.append(folder.name)
+    return copied
+
+
 def collect(chapter: str, mode: str, results=None, dataset: str | None = None, scratch=None) -> dict:
     """Aggregate a grid's finished runs over seeds into one table (missing runs are listed)."""
     configs = grid(chapter, mode, dataset=dataset)
@@ -424,6 +453,9 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="train only these seeds of a seeded grid (default: its 3 seeds; collect lists the rest as missing)")
     p.add_argument("--collect", metavar="JSON", help="after training, write the aggregated table here")
+    p.add_argument("--snapshot-from", metavar="RESULTS", default=None,
+                   help="train nothing: copy the runs of the grid that RESULTS (a campaign's folder) holds, finished "
+                        "or not, into --results with their latest checkpoints, to commit (git add -f the checkpoints)")
     args = p.parse_args(argv)
     runs = {}
     for chapter in args.chapter:
@@ -441,6 +473,10 @@ def main(argv=None) -> int:
             config = configs[name]
             runs.setdefault(name, dataclasses.replace(config, device=args.device, amp=args.amp or config.amp,
                                                       compile=args.compile or config.compile))
+    if args.snapshot_from:
+        copied = snapshot(runs, args.snapshot_from, args.results)
+        print(f"copied {len(copied)} run(s) from {args.snapshot_from} into {args.results}")
+        return 0
     # One run can appear in several chapters' grids: keep checkpoints by key, not by name.
     keep = {config_key(grid(ch, args.mode)[name]) for ch, names in KEEP_CHECKPOINTS.items() for name in names}
     t0 = time.perf_counter()

@@ -19,6 +19,9 @@ from pathlib import Path
 
 from .paths import RESULTS, ROOT
 from .experiments import DPRP_POINTS, FULL_RECIPE, accuracy_change, collect, find_run, grid, mean_interval
+from .metrics import count_params
+from .models import build_model
+from .runs import config_key, definite
 
 CHAPTER = "08_resnet20_cifar10"
 # The CPU set (30 epochs) and the same set at the paper's length (164 epochs, on a GPU).
@@ -44,12 +47,14 @@ def time_ratio(row: dict, dense: dict) -> float | None:
     return statistics.fmean(ratios) if ratios else None
 
 
-def full_data_rows(results=None, dataset=None, mode: str = "full") -> dict:
+def full_data_rows(results=None, dataset=None, mode: str = "full", chapter: str = CHAPTER) -> dict:
     """{"rows": [...], "missing": [...], "dataset": label, "mode": mode} for the committed runs of
-    the full-data set (`mode` "full": 30 epochs on CPU; "paper": 164 epochs, on a GPU)."""
+    the full-data set (`mode` "full": 30 epochs on CPU; "paper": 164 epochs, on a GPU), or of
+    another set of dense and DPRP runs (`chapter` "paper-length": 164 epochs on the lossless
+    images; "jpeg-cost": their 30-epoch twins of the JPEG set)."""
     if mode not in SET_MODES:
         raise ValueError(f"mode must be one of {SET_MODES}, got {mode!r}")
-    table = collect(CHAPTER, mode, results, dataset)
+    table = collect(chapter, mode, results, dataset)
     by = {r["variant"]: r for r in table["rows"]}
     dense = by.get(DENSE)
     rows = []
@@ -264,8 +269,9 @@ def markdown(report: dict) -> str:
             f"{rows[0]['train_images']:,} training images (5,000 held out for validation), "
             f"{rows[0]['test_images']:,} test images, {'bf16 autocast' if rows[0]['amp'] == 'bf16' else 'float32'}, "
             f"device: {rows[0]['device']}. " if rows else "")
-    clocks = {"full": "1-thread runs sharing 2 cores, at times with other work",
-              "paper": "runs sharing one GPU for part of their time"}[report.get("mode", "full")]
+    on_gpu = any("cpu" not in str(r["device"]).lower() for r in rows)
+    clocks = ("runs sharing one GPU for part of their time" if on_gpu else
+              "1-thread runs sharing 2 cores, at times with other work")
     text = [head + f"{total} run{'s' if total != 1 else ''} committed, {len(report['missing'])} still missing. "
             "Accuracy changes are in "
             "percentage points, per seed against the dense run of the same seed. Training time is each run's "
@@ -276,6 +282,54 @@ def markdown(report: dict) -> str:
         text += [f"  - {line}" for line in verdict_lines(v)]
     if report["missing"]:
         text += ["", f"Missing ({len(report['missing'])} run{'s' * (len(report['missing']) != 1)}): " + missing_by_variant(report["missing"]) + "."]
+    return "\n".join(text) + "\n"
+
+
+# The paper's question at its length on the real pixels, and the 30-epoch twins of the JPEG set.
+LOSSLESS_SETS = {"paper-length": "paper", "jpeg-cost": "full"}
+
+
+def progress(chapter: str = "paper-length", results=None) -> list[dict]:
+    """Every run of a lossless set as committed: finished, in progress (the epochs its committed
+    checkpoint holds; it resumes from there) or not started, with its history so far."""
+    results = Path(results or RESULTS)
+    mode = LOSSLESS_SETS[chapter]
+    rows = []
+    for name, config in grid(chapter, mode).items():
+        config = definite(config, results)
+        folder = results / config_key(config)
+        metrics = folder / "metrics.jsonl"
+        history = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+        state = ("finished" if (folder / "summary.json").is_file() else
+                 "in progress" if (folder / "checkpoint.pt").is_file() else "not started")
+        dense = count_params(build_model(config.model, 10))
+        rows.append({"run": name, "state": state, "epochs_done": len(history),
+                     "epochs": config.epochs + config.finetune_epochs, "history": history, "key": folder.name,
+                     "deployed_fraction": history[-1]["deployed_params"] / dense if history else None})
+    return rows
+
+
+def progress_rows(rows: list[dict]) -> list[dict]:
+    """`progress` as strings: the last saved epoch of each run."""
+    out = []
+    for r in rows:
+        last = r["history"][-1] if r["history"] else {}
+        out.append({"run": r["run"].removeprefix("resnet20 "), "state": r["state"],
+                    "epochs": f"{r['epochs_done']} of {r['epochs']}",
+                    "training acc %": f"{100 * last['train_acc']:.2f}" if last else "—",
+                    "validation acc %": f"{100 * last['val_acc']:.2f}" if last.get("val_acc") is not None else "—",
+                    "deployed/dense": f"{r['deployed_fraction']:.1%}" if last else "—",
+                    "trained on": ", ".join(sorted({h["processor"] for h in r["history"] if "processor" in h})) or "—"})
+    return out
+
+
+def progress_markdown(chapter: str = "paper-length", results=None) -> str:
+    rows = progress(chapter, results)
+    done = sum(r["state"] == "finished" for r in rows)
+    going = [r for r in rows if r["state"] == "in progress"]
+    text = [f"{done} of {len(rows)} runs finished, {len(going)} in progress "
+            f"({sum(r['epochs_done'] for r in going)} epochs saved in their committed checkpoints, which "
+            "resume on any machine).", "", markdown_table(progress_rows(rows))]
     return "\n".join(text) + "\n"
 
 
@@ -325,6 +379,8 @@ def parity_markdown(results=None, dataset=None) -> str:
 
 SECTIONS = {"table": lambda results, dataset: markdown(full_data_rows(results, dataset)),
             "paper-length table": lambda results, dataset: markdown(full_data_rows(results, dataset, "paper")),
+            "lossless paper-length table": lambda results, dataset: (
+                markdown(full_data_rows(results, None, "paper", "paper-length")) + "\n" + progress_markdown("paper-length", results)),
             "recipe": recipe_markdown, "calibration": calibration_markdown, "parity": parity_markdown}
 
 

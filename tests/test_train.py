@@ -127,18 +127,18 @@ def test_a_committed_checkpoint_resumes_elsewhere_through_the_launcher(reference
     from dprp_lib import experiments as E
 
     _, summary, history = reference
-    cfg = small(tmp_path, "here", epochs=3)
+    cfg = small(tmp_path, epochs=3)
+    cfg.out_dir = str(tmp_path / "campaign" / E.config_key(cfg))
 
     def interrupt(epoch, row):
         if epoch == 1:
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         T.fit(cfg, on_epoch_end=interrupt)
+    assert E.snapshot({"tiny": cfg}, tmp_path / "campaign", tmp_path / "clone", log=None) == [E.config_key(cfg)]
+    shutil.rmtree(tmp_path / "campaign")  # the first machine is gone
     clone = tmp_path / "clone" / E.config_key(cfg)
-    clone.mkdir(parents=True)
-    for name in ("config.json", "metrics.jsonl", "checkpoint.pt"):
-        shutil.copy(Path(cfg.out_dir) / name, clone / name)
-    shutil.rmtree(cfg.out_dir)  # the first machine is gone
+    assert sorted(p.name for p in clone.iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl"]
     assert E.launch({"tiny": cfg}, tmp_path / "clone", parallel=1, threads=torch.get_num_threads(),
                     log=lambda line: None) == {"tiny": 0}
     assert stable(rows(clone)) == stable(history)
