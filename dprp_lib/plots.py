@@ -293,6 +293,27 @@ def curve_panels(runs: dict, panels: list[tuple[str, str]], log_keys=(), title: 
     return fig
 
 
+def fit_curves(panels: dict, title: str = "") -> Figure:
+    """Training (dashed) and validation (solid) accuracy against epoch, one panel per entry of
+    `panels` ({panel title: {run label: metric rows}}): the gap between the two lines is how far a
+    run fits its training images beyond what it generalises; one y scale for every panel."""
+    with _style():
+        fig, axes = _figure(len(panels), width=5.2 * len(panels), height=3.8, sharey=True)
+        for ax, (name, runs) in zip(axes, panels.items()):
+            for i, (label, history) in enumerate(runs.items()):
+                color = COLORS[i % len(COLORS)]
+                for key, style, what in (("train_acc", "--", "training"), ("val_acc", "-", "validation")):
+                    rows = [h for h in history if h.get(key) is not None]
+                    ax.plot([h["epoch"] for h in rows], [100 * h[key] for h in rows], style, color=color, lw=1.4,
+                            label=f"{label}, {what}")
+            ax.set(xlabel="epoch", title=name)
+            ax.legend(fontsize=7, loc="lower right")
+        axes[0].set_ylabel("accuracy (%)")
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
 def rank_heatmap(history: list, full_ranks: dict | None = None, title: str = "per-layer rank") -> Figure:
     """Rank of every factored layer (rows) at the end of every epoch (columns), as % of full rank."""
     layers = list(history[-1]["ranks"])
