@@ -18,7 +18,8 @@ import statistics
 from pathlib import Path
 
 from .paths import RESULTS, ROOT
-from .experiments import DPRP_POINTS, FULL_RECIPE, accuracy_change, collect, find_run, grid, mean_interval
+from .experiments import (DPRP_POINTS, FULL_RECIPE, accuracy_change, collect, find_run, grid, mean_interval,
+                          variant_of)
 from .metrics import count_params
 from .models import build_model
 from .runs import config_key, definite
@@ -331,6 +332,43 @@ def progress_markdown(chapter: str = "paper-length", results=None) -> str:
             f"({sum(r['epochs_done'] for r in going)} epochs saved in their committed checkpoints, which "
             "resume on any machine).", "", markdown_table(progress_rows(rows))]
     return "\n".join(text) + "\n"
+
+
+def jpeg_cost(results=None) -> dict:
+    """What the JPEG copy costs: each 30-epoch run on the lossless images (`jpeg-cost` grid) beside
+    its JPEG twin (the full-data run of the same variant and seed: same recipe, data order and
+    validation images), in points, lossless minus JPEG.
+
+    Three readings: validation accuracy, each model on its own encoding of the same 5,000 images
+    (what a result on the mirror reports); the mirror's 10,000 test images, both models on JPEG;
+    and, for the lossless model only, official test images 0-999 against the mirror's copy of them
+    (what the encoding costs at test time alone). {"rows": per variant and seed, "paired": per
+    variant, the changes with their mean and 95% interval, "missing": runs not committed}.
+    """
+    lossless = grid("jpeg-cost", "full")
+    twins = grid(CHAPTER, "full", dataset="cifar10-mirror")
+    rows, missing = [], []
+    for name, config in lossless.items():
+        mine, twin = find_run(config, results), find_run(twins[name], results)
+        missing += [f"{name} ({which})" for which, run in (("lossless", mine), ("JPEG twin", twin)) if run is None]
+        if mine is None or twin is None:
+            continue
+        a, b = mine.summary, twin.summary
+        rows.append({"run": name, "variant": variant_of(name), "seed": config.seed,
+                     "val": 100 * (a["val_acc"] - b["val_acc"]),
+                     "jpeg_test": 100 * (a["test:jpeg 10000_acc"] - b["test_acc"]) if "test:jpeg 10000_acc" in a else None,
+                     "encoding_0_999": (100 * (a["test_acc"] - a["test:jpeg 0-999_acc"])
+                                        if "test:jpeg 0-999_acc" in a else None),
+                     "val_acc": (100 * a["val_acc"], 100 * b["val_acc"])})
+    paired = {}
+    for variant in dict.fromkeys(variant_of(n) for n in lossless):
+        mine = [r for r in rows if r["variant"] == variant]
+        paired[variant] = {}
+        for key in ("val", "jpeg_test", "encoding_0_999"):
+            values = [r[key] for r in mine if r[key] is not None]
+            paired[variant][key] = {"values": values, "mean": statistics.fmean(values) if values else None,
+                                    "interval": mean_interval(values)}
+    return {"rows": rows, "paired": paired, "missing": missing}
 
 
 def _summary_rows(chapter: str, results, dataset, columns) -> list[dict]:

@@ -118,3 +118,35 @@ def test_training_time_is_divided_by_the_dense_run_of_the_same_seed():
     assert R.time_ratio({"seeds": [0], "time_values": [3300.0]}, dense) == pytest.approx(1.1)
     assert R.time_ratio({"seeds": [1, 0], "time_values": [2400.0, 3300.0]}, dense) == pytest.approx(1.15)
     assert R.time_ratio({"seeds": [2], "time_values": [100.0]}, dense) is None  # no dense run to pair with
+
+
+def test_jpeg_cost_pairs_each_lossless_run_with_its_jpeg_twin(tmp_path):
+    """Fake run folders under the grids' keys: the changes are lossless minus JPEG, per seed."""
+    import dataclasses
+    import json
+
+    from dprp_lib import experiments as E
+
+    def commit(config, summary):
+        config = dataclasses.replace(config, amp=True)  # as trained here: bf16 (amp="auto" finds it)
+        folder = tmp_path / E.config_key(config)
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config.to_dict()))
+        (folder / "summary.json").write_text(json.dumps(summary))
+        (folder / "metrics.jsonl").write_text("")
+
+    twins = E.grid("08_resnet20_cifar10", "full", dataset="cifar10-mirror")
+    for s in (0, 1):
+        name = f"resnet20 dense | seed {s}"
+        commit(E.grid("jpeg-cost", "full")[name], {"val_acc": 0.90 + s / 100, "test_acc": 0.91,
+                                                     "test:jpeg 10000_acc": 0.88, "test:jpeg 0-999_acc": 0.89})
+        commit(twins[name], {"val_acc": 0.87, "test_acc": 0.86 + s / 100})
+    cost = R.jpeg_cost(tmp_path)
+    dense = cost["paired"]["resnet20 dense"]
+    assert dense["val"]["values"] == pytest.approx([3.0, 4.0]) and dense["val"]["interval"] is not None
+    assert dense["jpeg_test"]["values"] == pytest.approx([2.0, 1.0])
+    assert dense["encoding_0_999"]["values"] == pytest.approx([2.0, 2.0])
+    assert cost["paired"]["resnet20 dprp 94%"]["val"]["values"] == []
+    assert {"resnet20 dense | seed 2 (lossless)", "resnet20 dprp 94% | seed 0 (JPEG twin)"} <= set(cost["missing"])
+    # In the committed results every JPEG twin is there: the twins are the full-data set's runs.
+    assert not [m for m in R.jpeg_cost()["missing"] if m.endswith("(JPEG twin)")]
