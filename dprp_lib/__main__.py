@@ -1,7 +1,7 @@
 """Command line: `python -m dprp_lib <command>`.
 
     train    CONFIG.json [--set key=value ...]   train as the config says (configs/ has the paper's settings)
-    eval     RUN_DIR|CHECKPOINT                  test accuracy of a run's checkpoint
+    eval     RUN_DIR|CHECKPOINT [--on SET]       test accuracy of a run's checkpoint (--on: another encoding)
     compact  RUN_DIR|CHECKPOINT -o FILE.onnx|.pt2 export the deployed model (ONNX or torch.export; no dprp_lib needed to load)
     report   RUN_DIR [RUN_DIR ...]               a table of runs' summaries
     demo                                         a one-minute DPRP run on a small real subset
@@ -47,7 +47,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import torch
 
-    from .data import BatchLoader, load_dataset
+    from .data import OTHER_TESTS, BatchLoader, load_dataset, other_test_sets
     from .metrics import count_params, deployed_params
     from .runs import open_run
     from .train import evaluate
@@ -56,13 +56,23 @@ def cmd_eval(args) -> int:
     config, ckpt = run.config, run.checkpoint()
     device = torch.device(args.device)
     model = run.model().to(device)
-    data = load_dataset(config.dataset, args.data_dir or config.data_dir, config.data_source)
-    data = data.subset(None, config.test_per_class)
+    data_dir = args.data_dir or config.data_dir
+    if args.on:  # the same test images in another encoding (the lossless archive, the JPEG mirror)
+        sets = other_test_sets(config.dataset, data_dir)
+        if args.on not in sets:
+            print(f"error: test set {args.on!r} is not available for a {config.dataset} run here "
+                  f"(available: {sorted(sets) or 'none'}; set DPRP_CIFAR10_LOSSLESS and DPRP_CIFAR10_MIRROR)",
+                  file=sys.stderr)
+            return 2
+        (test_x, test_y), label = sets[args.on], OTHER_TESTS[args.on]
+    else:
+        data = load_dataset(config.dataset, data_dir, config.data_source).subset(None, config.test_per_class)
+        test_x, test_y, label = data.test_x, data.test_y, data.label
     norm = ckpt["normalization"]  # the training images' statistics, as in training
-    loader = BatchLoader(data.test_x, data.test_y, 500, norm["mean"], norm["std"], train=False, device=device)
+    loader = BatchLoader(test_x, test_y, 500, norm["mean"], norm["std"], train=False, device=device)
     result = evaluate(model, loader)
-    print(f"{config.method} {config.model} on {data.label} (epoch {ckpt['epoch']}): "
-          f"test accuracy {result['test_acc']:.2%} over {len(data.test_y)} images; "
+    print(f"{config.method} {config.model} on {label} (epoch {ckpt['epoch']}): "
+          f"test accuracy {result['test_acc']:.2%} over {len(test_y)} images; "
           f"parameters {count_params(model):,} as trained, {deployed_params(model):,} deployed")
     return 0
 
@@ -129,7 +139,7 @@ def cmd_demo(args) -> int:
 
 
 def main(argv=None) -> int:
-    from .data import DataUnavailable, default_dataset
+    from .data import OTHER_TESTS, DataUnavailable, default_dataset
 
     parser = argparse.ArgumentParser(prog="python -m dprp_lib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,6 +155,9 @@ def main(argv=None) -> int:
     p.add_argument("run", help="a run folder or a checkpoint file")
     p.add_argument("--device", default="cpu")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--on", default=None, choices=sorted(OTHER_TESTS),
+                   help="read the model on these test images instead of its own data set's: official test images "
+                        "0-999 (lossless), the JPEG mirror's copy of them, or all of the mirror's 10,000")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compact", help="export the deployed (compacted) model")

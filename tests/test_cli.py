@@ -8,6 +8,7 @@ import torch
 import dprp_lib as dprp
 import dprp_lib.__main__ as cli
 from dprp_lib.runs import open_run
+from conftest import require_lossless
 from test_train import ROOT, small
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -25,6 +26,12 @@ def test_train_eval_compact_report(tmp_path, capsys):
 
     assert cli.main(["eval", str(run)]) == 0
     assert f"{summary['test_acc']:.2%}" in capsys.readouterr().out  # eval reproduces the run's accuracy
+
+    # The same model on the official test images 0-999, lossless (another encoding than its own)
+    require_lossless()
+    assert cli.main(["eval", str(run), "--on", "lossless 0-999"]) == 0
+    out = capsys.readouterr().out
+    assert "on CIFAR-10, official test images 0-999 (lossless)" in out and "over 1000 images" in out
 
     assert cli.main(["compact", str(run), "-o", str(tmp_path / "small.pt2"), "--forms", "count"]) == 0
     program = torch.export.load(tmp_path / "small.pt2").module()
@@ -89,3 +96,12 @@ def test_deploy_benchmark_writes_its_ratios(tmp_path, capsys):
     assert saved["goal"]["runtime"] in {"eager", "onnxruntime"} and len(saved["layers_50pct"]) == 20
     out = capsys.readouterr().out
     assert "speed-up over dense in the same runtime" in out and ("NOT met" in out or "MET" in out)
+
+
+def test_eval_on_a_test_set_that_is_not_configured_says_what_is_missing(tmp_path, capsys, monkeypatch):
+    cfg = small(tmp_path, epochs=1, train_per_class=10, test_per_class=5)
+    dprp.train.fit(cfg)
+    monkeypatch.delenv("DPRP_CIFAR10_LOSSLESS", raising=False)
+    assert cli.main(["eval", cfg.out_dir, "--on", "jpeg 0-999"]) == 2
+    err = capsys.readouterr().err
+    assert "test set 'jpeg 0-999' is not available" in err and "DPRP_CIFAR10_LOSSLESS" in err
