@@ -348,10 +348,15 @@ def rank_bars(ranks: dict, full_ranks: dict, break_even: dict | None = None, tit
 
 
 # --- trade-offs and grids --------------------------------------------------------------------
+_LEADER = dict(arrowstyle="-", lw=0.5, color="0.45", shrinkA=0, shrinkB=3)
+
+
 def _label_apart(ax, items, fontsize=7) -> list:
     """Label points (x, y, text), each at the first of a few offsets where its text overlaps no
-    label placed before it (points that sit close together get readable labels)."""
+    label placed before it (points that sit close together get readable labels); a thin line joins
+    each label to its point, so a label moved away from its point cannot be read as a neighbour's."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.transforms import Bbox
 
     fig = ax.figure
     if not isinstance(fig.canvas, FigureCanvasAgg):
@@ -359,17 +364,24 @@ def _label_apart(ax, items, fontsize=7) -> list:
     fig.canvas.draw()  # settle the layout, so label extents are where they will be drawn
     renderer = fig.canvas.get_renderer()
     offsets = [(4, 4), (4, -11), (-4, 4), (-4, -11), (4, 14), (4, -21), (-4, 14), (-4, -21), (4, 24), (4, -31)]
+    # The other points are obstacles too: a label beside a neighbour's marker reads as the neighbour's.
+    centres = ax.transData.transform([(x, y) for x, y, _ in items])
+    markers = [Bbox.from_bounds(cx - 5, cy - 5, 10, 10) for cx, cy in centres]
     placed, labels = [], []
-    for x, y, text in items:
-        for dx, dy in offsets:
+    for i, (x, y, text) in enumerate(items):
+        others = [m for j, m in enumerate(markers) if j != i]
+        # Clear of labels and markers if possible, else of labels (points on top of each other).
+        tries = [(d, placed + others) for d in offsets] + [(d, placed) for d in offsets]
+        for (dx, dy), obstacles in tries:
             label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
-                                ha="left" if dx > 0 else "right")
+                                ha="left" if dx > 0 else "right", arrowprops=_LEADER)
             box = label.get_window_extent(renderer)
-            if not any(box.overlaps(b) for b in placed):
+            if not any(box.overlaps(b) for b in obstacles):
                 break
             label.remove()
         else:  # crowded everywhere: the first place
-            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=offsets[0], fontsize=fontsize)
+            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=offsets[0], fontsize=fontsize,
+                                arrowprops=_LEADER)
             box = label.get_window_extent(renderer)
         placed.append(box)
         labels.append(label)

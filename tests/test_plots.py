@@ -68,3 +68,26 @@ def test_break_even_figure_crosses_one_at_the_break_even_ranks():
     r = trained.get_xdata()
     assert np.allclose(trained.get_ydata(), r * (64 + 576 + 1) / (64 * 576))
     assert np.allclose(deployed.get_ydata(), r * (64 + 576) / (64 * 576))
+
+
+def test_tradeoff_labels_sit_nearest_their_own_points():
+    """Chapter 06's case: dense (51.1%) and posthoc (52.4%) at the same size, 1.3 points apart."""
+    import numpy as np
+
+    from dprp_lib import plots
+
+    points = [{"label": "dense", "deployed_fraction": 1.0, "test_acc": 0.511},
+              {"label": "dprp", "deployed_fraction": 0.415, "test_acc": 0.452},
+              {"label": "svd-training", "deployed_fraction": 0.78, "test_acc": 0.513},
+              {"label": "posthoc", "deployed_fraction": 1.0, "test_acc": 0.524},
+              {"label": "posthoc at DPRP's ranks", "deployed_fraction": 0.415, "test_acc": 0.113}]
+    fig = plots.tradeoff(points)
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    centres = ax.transData.transform([(p["deployed_fraction"], p["test_acc"]) for p in points])
+    texts = {a.get_text(): a for a in ax.texts}
+    for i, p in enumerate(points):
+        box = texts[p["label"]].get_window_extent(renderer)
+        # the nearest marker to the label's box is its own point
+        gaps = [np.hypot(max(box.x0 - cx, 0, cx - box.x1), max(box.y0 - cy, 0, cy - box.y1)) for cx, cy in centres]
+        assert int(np.argmin(gaps)) == i, (p["label"], gaps)
