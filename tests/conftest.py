@@ -16,20 +16,20 @@ def f64():
 
 
 def require_mirror() -> str:
-    """The CIFAR-10 mirror's path; in CI its absence is a failure, elsewhere a skip."""
-    path = os.environ.get("DPRP_CIFAR10_MIRROR")
-    if path and os.path.exists(path):
-        return path
-    if os.environ.get("CI"):
-        pytest.fail("DPRP_CIFAR10_MIRROR is not set in CI: run the tests through `make test`")
-    pytest.skip("the offline CIFAR-10 mirror is not available (set DPRP_CIFAR10_MIRROR)")
+    """The CIFAR-10 JPEG mirror's path."""
+    return _require_data("DPRP_CIFAR10_MIRROR", "the offline CIFAR-10 mirror")
 
 
 def require_lossless() -> str:
-    """The lossless CIFAR-10 archive's path; in CI its absence is a failure, elsewhere a skip."""
-    path = os.environ.get("DPRP_CIFAR10_LOSSLESS")
+    """The lossless CIFAR-10 archive's path."""
+    return _require_data("DPRP_CIFAR10_LOSSLESS", "the lossless CIFAR-10 archive")
+
+
+def _require_data(variable: str, what: str) -> str:
+    """The file `variable` names; in CI its absence is a failure, elsewhere a skip."""
+    path = os.environ.get(variable)
     if path and os.path.exists(path):
         return path
     if os.environ.get("CI"):
-        pytest.fail("DPRP_CIFAR10_LOSSLESS is not set in CI: run the tests through `make test`")
-    pytest.skip("the lossless CIFAR-10 archive is not available (set DPRP_CIFAR10_LOSSLESS)")
+        pytest.fail(f"{variable} is not set in CI: run the tests through `make test`")
+    pytest.skip(f"{what} is not available (set {variable})")
