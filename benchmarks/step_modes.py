@@ -116,8 +116,11 @@ def main(argv=None) -> dict:
         for kind in KINDS:
             torch.compiler.reset()  # each measurement compiles from nothing, as a fresh run would
             model = build(kind, args.model, device)
-            times[f"{mode} | {kind}"] = measure(make_step(kind, mode, model, x, y), device,
-                                                args.warmup, args.repeats, args.rounds)
+            t = times[f"{mode} | {kind}"] = measure(make_step(kind, mode, model, x, y), device,
+                                                    args.warmup, args.repeats, args.rounds)
+            # as it goes: a device call cut short by its time limit still says what it measured
+            print(f"  {mode} | {kind}: {1000 * t['step_s']:.2f} ms a step, first steps {t['first_steps_s']:.1f} s",
+                  flush=True)
     rows = []
     for mode in args.modes:
         dense = times[f"{mode} | dense"]["step_s"]

@@ -120,10 +120,13 @@ def test_svd_training_preset_fine_tunes_within_the_same_length():
 
 
 def test_launch_trains_a_run_with_two_names_once(tmp_path):
-    config = E.preset("smoke")
+    config = dataclasses.replace(E.preset("smoke"), data_dir=str(E.paths.DATA), epochs=1)
     lines = []
-    assert E.launch({"orth=1": config, "sort=1": config}, tmp_path, parallel=1, log=lines.append, limit=0) == {}
-    assert lines[0].startswith("0 of 1 runs already")
+    codes = E.launch({"orth=1": config, "sort=1": config}, tmp_path, parallel=2, threads=1, log=lines.append)
+    assert codes == {"orth=1": 0} and lines[0].startswith("0 of 1 runs already")  # one process, not two
+    assert (tmp_path / E.config_key(config) / "summary.json").is_file()
+    assert E.launch({"orth=1": config, "sort=1": config}, tmp_path, parallel=2, log=lines.append) == {}
+    assert lines[-1].startswith("1 of 1 runs already")
 
 
 def test_launch_prepares_each_data_set_once_before_starting_processes(tmp_path, monkeypatch):

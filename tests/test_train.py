@@ -310,10 +310,21 @@ def test_thin_network_is_measured_against_the_full_width_one(tmp_path):
 
 
 def test_resume_ignores_how_a_run_is_executed(reference, tmp_path):
-    cfg, summary, _ = reference
-    again = TrainConfig(**{**cfg.to_dict(), "resume": True, "compile": True, "channels_last": False,
-                           "progress": True})
-    assert T.fit(again)["test_acc"] == summary["test_acc"]  # finished: nothing left to train, nothing refused
+    """An interrupted run resumes with other how-to-run fields (memory layout, progress bar, folder):
+    they are not part of what it computes, so the resume is not refused, and it trains on."""
+    _, _, history = reference
+    cfg = small(tmp_path, epochs=3)
+
+    def interrupt(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        T.fit(cfg, on_epoch_end=interrupt)
+    again = TrainConfig(**{**cfg.to_dict(), "resume": True, "channels_last": False, "progress": True})
+    summary = T.fit(again)
+    resumed = rows(cfg.out_dir)
+    assert [r["epoch"] for r in resumed] == [1, 2, 3] and stable(resumed[:1]) == stable(history[:1])
+    assert summary["total_rank"] < summary["full_rank"] and math.isfinite(resumed[-1]["train_loss"])
 
 
 def test_measured_forms_are_chosen_at_the_start_and_after_every_cut(tmp_path, monkeypatch):
