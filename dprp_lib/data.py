@@ -32,6 +32,7 @@ import json
 import os
 import tarfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,14 @@ def source_id(name: str, source) -> str:
 
 
 def file_sha256(path) -> str:
+    """The file's sha256, computed once a process for a given path, size and modification time
+    (every load keys its cache on it, and the lossless reader checks it again on decoding)."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=None)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -39,6 +39,15 @@ def stable(history):
     return [{k: v for k, v in r.items() if k not in VARYING} for r in history]
 
 
+def interrupt_after_first_epoch(cfg) -> None:
+    """Start `cfg`'s run and stop it as if killed once its first epoch is saved."""
+    def interrupt(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        T.fit(cfg, on_epoch_end=interrupt)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """One uninterrupted 3-epoch DPRP run, shared by the tests that compare against it."""
@@ -81,12 +90,7 @@ def test_final_checkpoint_reloads_into_a_fresh_model(reference):
 def test_interrupted_run_resumes_to_the_same_result(reference, tmp_path):
     _, summary, history = reference
     cfg = small(tmp_path, epochs=3)
-
-    def interrupt(epoch, row):
-        if epoch == 1:
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        T.fit(cfg, on_epoch_end=interrupt)
+    interrupt_after_first_epoch(cfg)
     assert len(rows(cfg.out_dir)) == 1
     with pytest.raises(T.RunExists):
         T.fit(cfg)  # a new run would overwrite the saved one
@@ -129,12 +133,7 @@ def test_a_committed_checkpoint_resumes_elsewhere_through_the_launcher(reference
     _, summary, history = reference
     cfg = small(tmp_path, epochs=3)
     cfg.out_dir = str(tmp_path / "campaign" / E.config_key(cfg))
-
-    def interrupt(epoch, row):
-        if epoch == 1:
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        T.fit(cfg, on_epoch_end=interrupt)
+    interrupt_after_first_epoch(cfg)
     assert E.snapshot({"tiny": cfg}, tmp_path / "campaign", tmp_path / "clone", log=None) == [E.config_key(cfg)]
     shutil.rmtree(tmp_path / "campaign")  # the first machine is gone
     clone = tmp_path / "clone" / E.config_key(cfg)
@@ -149,12 +148,7 @@ def test_amp_auto_is_settled_when_a_run_starts_and_kept_when_it_resumes(referenc
     _, _, history = reference
     monkeypatch.setattr(T, "choose_amp", lambda device: False)  # a machine without native bf16
     cfg = small(tmp_path, epochs=3, amp="auto")
-
-    def interrupt(epoch, row):
-        if epoch == 1:
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        T.fit(cfg, on_epoch_end=interrupt)
+    interrupt_after_first_epoch(cfg)
     assert json.loads(Path(cfg.out_dir, "config.json").read_text())["amp"] is False
     monkeypatch.setattr(T, "choose_amp", lambda device: True)  # resumed where bf16 is native
     cfg.resume = True
@@ -314,12 +308,7 @@ def test_resume_ignores_how_a_run_is_executed(reference, tmp_path):
     they are not part of what it computes, so the resume is not refused, and it trains on."""
     _, _, history = reference
     cfg = small(tmp_path, epochs=3)
-
-    def interrupt(epoch, row):
-        if epoch == 1:
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        T.fit(cfg, on_epoch_end=interrupt)
+    interrupt_after_first_epoch(cfg)
     again = TrainConfig(**{**cfg.to_dict(), "resume": True, "channels_last": False, "progress": True})
     summary = T.fit(again)
     resumed = rows(cfg.out_dir)
