@@ -19,7 +19,9 @@ from .metrics import (count_macs, count_params, deployed_params, format_table, o
 from .pruning import PruneSchedule, energy_rank, prune_ranks
 from .regularizers import Regularizer, orthogonality, sorting, sparsity
 
-__version__ = "0.1.0"
+from importlib.metadata import version as _version
+
+__version__ = _version("dprp_lib")  # written once, in pyproject.toml
 
 __all__ = [
     "models",
