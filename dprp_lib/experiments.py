@@ -32,6 +32,7 @@ from .data import default_dataset, load_dataset, other_test_sets
 from . import paths, runs
 from .methods import METHODS
 from .runs import Run, config_key, definite, load_run
+from .stats import accuracy_change, mean_interval  # noqa: F401  (chapters still import them from here)
 from .train import fit
 
 MODES = ("smoke", "quick", "full", "paper")
@@ -392,28 +393,6 @@ def epoch_noise(history: list[dict], split: str = "test", last: int = 6) -> floa
     if len(acc) < 2:
         raise ValueError(f"need at least 2 epochs with {split}_acc, got {len(acc)}")
     return statistics.median(abs(b - a) * 100 for a, b in zip(acc, acc[1:]))
-
-
-def accuracy_change(row: dict, reference: dict, key: str = "test_acc") -> list[float]:
-    """Per seed, the accuracy change of a collected row against a reference row (its dense
-    baseline), in percentage points, over the seeds both hold."""
-    ref = dict(zip(reference["seeds"], reference[f"{key}_values"]))
-    return [100 * (a - ref[s]) for s, a in zip(row["seeds"], row[f"{key}_values"]) if s in ref]
-
-
-# Two-sided 95% quantiles of Student's t for 1-10 degrees of freedom.
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
-def mean_interval(values: list[float]) -> tuple[float, float, float] | None:
-    """Mean and 95% t-interval (low, high) of paired differences; None with fewer than 2."""
-    n = len(values)
-    if n < 2:
-        return None
-    mean = sum(values) / n
-    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
-    half = _T95.get(n - 1, 1.96) * sd / n ** 0.5
-    return mean, mean - half, mean + half
 
 
 def aggregate(runs: dict[str, list[Run]], keys=("test_acc", "deployed_fraction", "total_rank")) -> list[dict]:

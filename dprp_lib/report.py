@@ -18,11 +18,11 @@ import statistics
 from pathlib import Path
 
 from .paths import RESULTS, ROOT
-from .experiments import (DPRP_POINTS, FULL_RECIPE, accuracy_change, collect, find_run, grid, mean_interval,
-                          variant_of)
+from .experiments import DPRP_POINTS, FULL_RECIPE, collect, find_run, grid, variant_of
 from .metrics import count_params
 from .models import build_model
 from .runs import config_key, definite
+from .stats import accuracy_change, mean_interval, time_ratio
 
 CHAPTER = "08_resnet20_cifar10"
 # The CPU set (30 epochs) and the same set at the paper's length (164 epochs, on a GPU).
@@ -38,14 +38,6 @@ TARGETS = {
 }
 MIN_SEEDS = 3  # a target is decided on at least this many paired seeds
 PAGES = (ROOT / "README.md", ROOT / "results" / "full-data.md")  # the pages that carry these tables
-
-
-def time_ratio(row: dict, dense: dict) -> float | None:
-    """Training time against the dense run of the same seed, averaged over the seeds both hold
-    (paired like the accuracy change, so every variant is divided by the same seeds' dense runs)."""
-    ref = dict(zip(dense["seeds"], dense["time_values"]))
-    ratios = [t / ref[s] for s, t in zip(row["seeds"], row["time_values"]) if s in ref]
-    return statistics.fmean(ratios) if ratios else None
 
 
 def full_data_rows(results=None, dataset=None, mode: str = "full", chapter: str = CHAPTER) -> dict:

@@ -175,15 +175,6 @@ def test_bf16_autocast_and_compile_run_on_the_cpu_through_a_cut(tmp_path):
     assert history[0]["pruned"] and math.isfinite(history[-1]["train_loss"])  # cut, then trained on
 
 
-def test_mean_interval_of_paired_differences():
-    mean, low, high = E.mean_interval([1.0, 2.0, 3.0])
-    assert mean == 2.0 and low == pytest.approx(2 - 4.303 / 3 ** 0.5) and high == pytest.approx(2 + 4.303 / 3 ** 0.5)
-    assert E.mean_interval([0.5]) is None
-    row = {"seeds": [0, 1, 2], "test_acc_values": [0.90, 0.91, 0.92]}
-    ref = {"seeds": [0, 2], "test_acc_values": [0.89, 0.93]}
-    assert E.accuracy_change(row, ref) == pytest.approx([1.0, -1.0])  # only the seeds both hold
-
-
 def test_cut_drops_and_epoch_noise_read_a_history():
     history = [{"epoch": 1, "test_acc": 0.30}, {"epoch": 2, "test_acc": 0.40},
                {"epoch": 3, "test_acc_before_cut": 0.50, "test_acc": 0.40, "test_acc_before_cut_recalibrated": 0.55,

@@ -4,13 +4,14 @@ from pathlib import Path
 import pytest
 
 from dprp_lib import report as R
+from dprp_lib import stats as S
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def row(variant, deltas, fraction, method="dprp"):
     return {"variant": variant, "method": method, "deltas": deltas, "deployed_fraction": fraction,
-            "interval": R.mean_interval(deltas)}
+            "interval": S.mean_interval(deltas)}
 
 
 def test_verdicts_follow_the_interval_and_the_size():
@@ -83,7 +84,7 @@ def test_paired_rows_compare_seed_by_seed_against_a_reference():
 def test_a_paired_verdict_needs_an_interval_that_excludes_zero():
     def paired(diffs):
         return {"variant": "v", "reference": "dprp 50%", "diffs": diffs,
-                "mean": sum(diffs) / len(diffs) if diffs else None, "interval": R.mean_interval(diffs)}
+                "mean": sum(diffs) / len(diffs) if diffs else None, "interval": S.mean_interval(diffs)}
     assert R.paired_verdict(paired([-1.9, -1.8, -2.0])).endswith("less accurate than dprp 50%")
     assert R.paired_verdict(paired([1.10, 1.12])).endswith("more accurate than dprp 50%")
     assert R.paired_verdict(paired([-3.0, 1.0])).endswith("not separated from dprp 50%")
@@ -110,14 +111,6 @@ def test_the_paper_length_set_is_its_own_table():
     assert len(paper["missing"]) + sum(len(r["seeds"]) for r in paper["rows"]) == 27
     with pytest.raises(ValueError, match="mode must be one of"):
         R.full_data_rows(mode="quick")
-
-
-def test_training_time_is_divided_by_the_dense_run_of_the_same_seed():
-    dense = {"seeds": [0, 1], "time_values": [3000.0, 2000.0]}
-    # One seed committed: divided by dense seed 0 alone, not by the mean of both dense runs.
-    assert R.time_ratio({"seeds": [0], "time_values": [3300.0]}, dense) == pytest.approx(1.1)
-    assert R.time_ratio({"seeds": [1, 0], "time_values": [2400.0, 3300.0]}, dense) == pytest.approx(1.15)
-    assert R.time_ratio({"seeds": [2], "time_values": [100.0]}, dense) is None  # no dense run to pair with
 
 
 def test_jpeg_cost_pairs_each_lossless_run_with_its_jpeg_twin(tmp_path):

@@ -1,0 +1,75 @@
+"""The statistics the chapters and reports use, in one place, on scipy.stats.
+
+Runs are compared per seed (paired: same seed, same data order and validation images), so the
+change of a variant against its dense baseline is a list of per-seed differences, and its
+uncertainty is Student's t-interval of their mean at n - 1 degrees of freedom. Groups without
+pairing (different seeds, different machines) use Welch's interval.
+"""
+from __future__ import annotations
+
+import statistics
+
+from scipy import stats as _scipy
+
+
+def mean_interval(values, level: float = 0.95) -> tuple[float, float, float] | None:
+    """(mean, low, high): the mean of paired differences and its two-sided t-interval at `level`;
+    None with fewer than 2 values (no spread to estimate)."""
+    values = [float(v) for v in values]
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    n = len(values)
+    if n < 2:
+        return None
+    mean = statistics.fmean(values)
+    half = _scipy.t.ppf((1 + level) / 2, n - 1) * statistics.stdev(values) / n ** 0.5
+    return mean, mean - half, mean + half
+
+
+def welch_interval(a, b, level: float = 0.95) -> tuple[float, float, float] | None:
+    """(mean(a) - mean(b), low, high): Welch's t-interval of a difference of means of two unpaired
+    groups (unequal variances, Welch–Satterthwaite degrees of freedom); None if a group has fewer
+    than 2 values."""
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if len(a) < 2 or len(b) < 2:
+        return None
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    se = (va + vb) ** 0.5
+    if se == 0:
+        return diff, diff, diff
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = _scipy.t.ppf((1 + level) / 2, df) * se
+    return diff, diff - half, diff + half
+
+
+def paired(values, seeds, reference_values, reference_seeds) -> list[tuple[float, float]]:
+    """(value, reference value) for each seed both hold, in the order of `seeds`."""
+    if len(values) != len(seeds) or len(reference_values) != len(reference_seeds):
+        raise ValueError("each value needs its seed: lengths differ")
+    ref = dict(zip(reference_seeds, reference_values))
+    return [(v, ref[s]) for s, v in zip(seeds, values) if s in ref]
+
+
+def accuracy_change(row: dict, reference: dict, key: str = "test_acc") -> list[float]:
+    """Per seed, the accuracy change of a collected row against a reference row (its dense
+    baseline), in percentage points, over the seeds both hold."""
+    pairs = paired(row[f"{key}_values"], row["seeds"], reference[f"{key}_values"], reference["seeds"])
+    return [100 * (a - b) for a, b in pairs]
+
+
+def time_ratio(row: dict, dense: dict) -> float | None:
+    """Training time against the dense run of the same seed, averaged over the seeds both hold
+    (paired like the accuracy change, so every variant is divided by the same seeds' dense runs)."""
+    ratios = [t / d for t, d in paired(row["time_values"], row["seeds"], dense["time_values"], dense["seeds"])]
+    return statistics.fmean(ratios) if ratios else None
+
+
+def binomial_sd(accuracy: float, n: int) -> float:
+    """Standard deviation of an accuracy measured on n independent test images, in the same unit
+    as `accuracy` (a fraction): the sampling uncertainty of the test set itself."""
+    if not 0 <= accuracy <= 1 or n < 1:
+        raise ValueError(f"need 0 <= accuracy <= 1 and n >= 1, got {accuracy}, {n}")
+    return (accuracy * (1 - accuracy) / n) ** 0.5
