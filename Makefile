@@ -45,13 +45,13 @@ browser:
 	else echo "note: no chromium (apt-get install chromium as root): the browser tests will be skipped"; fi
 
 course: setup
-	$(BIN)/python -m dprp_lib.course --mode $(MODE) --out build
+	$(BIN)/dprp course --mode $(MODE) --out build
 
 test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 release: setup
-	$(BIN)/python -m dprp_lib.release --out release
+	$(BIN)/dprp release --out release
 
 lab: setup
 	@echo "Starting JupyterLab on the course; open the http://127.0.0.1:... URL it prints (with its token). Ctrl-C stops it."

@@ -1,16 +1,21 @@
-"""Command line: `python -m dprp_lib <command>`.
+"""The `dprp` command (also `python -m dprp_lib`, which torchrun needs).
 
-    train    CONFIG.json [--set key=value ...]   train as the config says (configs/ has the paper's settings)
-    eval     RUN_DIR|CHECKPOINT [--on SET]       test accuracy of a run's checkpoint (--on: another encoding)
-    compact  RUN_DIR|CHECKPOINT -o FILE.onnx|.pt2 export the deployed model (ONNX or torch.export; no dprp_lib needed to load)
-    report   RUN_DIR [RUN_DIR ...]               a table of runs' summaries
-    demo                                         a one-minute DPRP run on a small real subset
+    dprp train    CONFIG.json [--set key=value ...]   train as the config says (configs/ has the paper's settings)
+    dprp eval     RUN_DIR|CHECKPOINT [--on SET]       test accuracy of a run's checkpoint (--on: another encoding)
+    dprp export   RUN_DIR|CHECKPOINT -o FILE.onnx|.pt2 the deployed model (ONNX or torch.export; no dprp_lib needed to load)
+    dprp runs     RUN_DIR [RUN_DIR ...]               a table of finished runs' summaries
+    dprp grid     CHAPTER [--mode M --parallel N]     train (or resume) a chapter's or a campaign's grid of runs
+    dprp report   [--write]                           the full-data evidence as tables (--write: README, results/)
+    dprp course   [--mode M --out build]              execute the course headless and build its site
+    dprp release  [--out release]                     the students' release of the exercises
+    dprp demo                                         a one-minute DPRP run on a small real subset
 
-Multi-GPU: torchrun --nproc_per_node=N -m dprp_lib train CONFIG.json
+`dprp COMMAND --help` tells more. Multi-GPU: torchrun --nproc_per_node=N -m dprp_lib train CONFIG.json
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -77,7 +82,7 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def cmd_compact(args) -> int:
+def cmd_export(args) -> int:
     import torch
 
     from .deployment import EXPORT_FORMATS, deploy, export
@@ -118,7 +123,7 @@ def _report_table(summaries) -> str:
     return format_table(rows)
 
 
-def cmd_report(args) -> int:
+def cmd_runs(args) -> int:
     summaries = []
     for run in args.runs:
         path = Path(run) / "summary.json"
@@ -138,12 +143,28 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# Commands whose module has its own parser: `dprp NAME ARGS` is that module's main(ARGS).
+DELEGATED = {
+    "grid": ("experiments", "train (or resume) a chapter's or a campaign's grid of runs"),
+    "report": ("report", "the full-data evidence as tables; --write updates README.md and results/"),
+    "course": ("course", "execute the course headless and build its site"),
+    "release": ("release", "the students' release of the exercises"),
+}
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:
+        module = importlib.import_module(f"{__package__}.{DELEGATED[argv[0]][0]}")
+        return module.main(argv[1:])
+
     from .data import OTHER_TESTS, DataUnavailable, default_dataset
 
-    parser = argparse.ArgumentParser(prog="python -m dprp_lib", description=__doc__,
+    parser = argparse.ArgumentParser(prog="dprp", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)  # listed in --help; run above
 
     p = sub.add_parser("train", help="train as a config file says")
     p.add_argument("config", help="a JSON config (see configs/)")
@@ -160,17 +181,17 @@ def main(argv=None) -> int:
                         "0-999 (lossless), the JPEG mirror's copy of them, or all of the mirror's 10,000")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("compact", help="export the deployed (compacted) model")
+    p = sub.add_parser("export", help="export the deployed (compacted) model")
     p.add_argument("run", help="a run folder or a checkpoint file")
     p.add_argument("-o", "--output", required=True, help="the file to write: .onnx or .pt2 (format from the suffix)")
     p.add_argument("--forms", choices=["measured", "count"], default="measured",
                    help="each layer's form: the faster one timed here (default), or the one with fewer weights")
     p.add_argument("--tune-batch", type=int, default=64, help="the batch size the forms are timed at")
-    p.set_defaults(func=cmd_compact)
+    p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("report", help="a table of finished runs")
+    p = sub.add_parser("runs", help="a table of finished runs")
     p.add_argument("runs", nargs="+", help="run folders")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("demo", help="a one-minute DPRP run on a small real subset")
     p.add_argument("--dataset", default=default_dataset(),

@@ -5,9 +5,9 @@ A run is identified by a key, the hash of every config field that changes its re
 in `results/runs/<key>/` when one exists for exactly these parameters, and trains
 otherwise (into `build/runs/<key>/`, resuming there if interrupted).
 
-    python -m dprp_lib.experiments 07_ablations --mode quick    # (re)build a chapter's committed results
-    python -m dprp_lib.experiments 08_resnet20_cifar10 --mode full --parallel 2 --threads 1   # the full-data set
-    python -m dprp_lib.experiments 08_resnet20_cifar10 --mode paper --device cuda --parallel 14 --threads 1   # at 164 epochs
+    dprp grid 07_ablations --mode quick    # (re)build a chapter's committed results
+    dprp grid 08_resnet20_cifar10 --mode full --parallel 2 --threads 1   # the full-data set
+    dprp grid 08_resnet20_cifar10 --mode paper --device cuda --parallel 14 --threads 1   # at 164 epochs
 
 `--parallel N` runs N trainings at once as separate processes, each writing its own
 `results/runs/<key>/`; runs already there are skipped, interrupted ones resume. On a CPU one
@@ -409,7 +409,7 @@ def aggregate(runs: dict[str, list[Run]], keys=("test_acc", "deployed_fraction",
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dprp_lib.experiments", description=__doc__,
+    p = argparse.ArgumentParser(prog="dprp grid", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("chapter", nargs="+", choices=list(CHAPTER_GRIDS),
                    help="one or more grids, trained in this order")
@@ -487,7 +487,4 @@ def main(argv=None) -> int:
         print(f"wrote {args.collect} ({len(table['rows'])} rows, {len(table['missing'])} runs missing)")
     return 1 if failed else 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 

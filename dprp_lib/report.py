@@ -1,6 +1,6 @@
 """The full-data evidence as one table, and the paper's targets checked against it.
 
-    python -m dprp_lib.report                 # print the table; --write updates results/full-data.md and README.md
+    dprp report                 # print the table; --write updates results/full-data.md and README.md
 
 Each row is one variant of the full-data run set (`experiments.full_set`) over the seeds that
 are committed: test accuracy (mean ± standard deviation over seeds), the change against dense
@@ -415,7 +415,7 @@ SECTIONS = {"table": lambda results, dataset: markdown(full_data_rows(results, d
 
 
 def markers(name: str) -> tuple[str, str]:
-    return (f"<!-- full-data {name}: start (python -m dprp_lib.report --write) -->", f"<!-- full-data {name}: end -->")
+    return (f"<!-- full-data {name}: start (dprp report --write) -->", f"<!-- full-data {name}: end -->")
 
 
 def with_sections(text: str, results=None, dataset=None) -> str:
@@ -434,7 +434,7 @@ def with_sections(text: str, results=None, dataset=None) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dprp_lib.report", description=__doc__,
+    p = argparse.ArgumentParser(prog="dprp report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--dataset", default=None, help="whose runs (default: the mirror when DPRP_CIFAR10_MIRROR is set, "
@@ -448,6 +448,3 @@ def main(argv=None) -> int:
             print(f"updated {path}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

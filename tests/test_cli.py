@@ -14,7 +14,7 @@ from test_train import ROOT, small
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def test_train_eval_compact_report(tmp_path, capsys):
+def test_train_eval_export_runs(tmp_path, capsys):
     cfg = small(tmp_path, epochs=1)
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg.to_dict()))
@@ -33,7 +33,7 @@ def test_train_eval_compact_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "on CIFAR-10, official test images 0-999 (lossless)" in out and "over 1000 images" in out
 
-    assert cli.main(["compact", str(run), "-o", str(tmp_path / "small.pt2"), "--forms", "count"]) == 0
+    assert cli.main(["export", str(run), "-o", str(tmp_path / "small.pt2"), "--forms", "count"]) == 0
     program = torch.export.load(tmp_path / "small.pt2").module()
     model = open_run(run).model().eval()
     x = torch.randn(3, 3, 32, 32)
@@ -42,18 +42,18 @@ def test_train_eval_compact_report(tmp_path, capsys):
     assert sum(p.numel() for p in program.parameters()) == dprp.deployed_params(model) - bn_channels  # BN folded
 
     ort = pytest.importorskip("onnxruntime")
-    assert cli.main(["compact", str(run), "-o", str(tmp_path / "small.onnx"), "--tune-batch", "8"]) == 0
+    assert cli.main(["export", str(run), "-o", str(tmp_path / "small.onnx"), "--tune-batch", "8"]) == 0
     (out,) = ort.InferenceSession(str(tmp_path / "small.onnx")).run(None, {"images": x.numpy()})
     torch.testing.assert_close(torch.from_numpy(out), model(x).detach(), rtol=1e-4, atol=1e-4)
 
-    assert cli.main(["report", str(run)]) == 0
+    assert cli.main(["runs", str(run)]) == 0
     assert "CIFAR-10 (JPEG mirror)" in capsys.readouterr().out
 
 
 def test_cli_errors_are_one_line_messages(tmp_path, capsys):
     assert cli.main(["train", str(ROOT / "configs/resnet20_cifar10_dprp.json"), "--set", "lr=-1"]) == 2
     assert "lr" in capsys.readouterr().err
-    assert cli.main(["report", str(tmp_path)]) == 2
+    assert cli.main(["runs", str(tmp_path)]) == 2
     assert "summary.json" in capsys.readouterr().err
     assert cli.main(["eval", str(tmp_path / "none.pt")]) == 2
 
@@ -62,12 +62,32 @@ def test_cli_errors_are_one_line_messages(tmp_path, capsys):
     torch.save({"weights": torch.ones(2)}, tmp_path / "foreign.pt")
     capsys.readouterr()
     for bad in ("notes.pt", "foreign.pt"):
-        assert cli.main(["compact", str(tmp_path / bad), "-o", str(tmp_path / "m.onnx")]) == 2
+        assert cli.main(["export", str(tmp_path / bad), "-o", str(tmp_path / "m.onnx")]) == 2
         err = capsys.readouterr().err
         assert bad in err and "checkpoint" in err and "\n" not in err.strip()
-    assert cli.main(["compact", str(tmp_path / "foreign.pt"), "-o", str(tmp_path / "m.tflite")]) == 2
+    assert cli.main(["export", str(tmp_path / "foreign.pt"), "-o", str(tmp_path / "m.tflite")]) == 2
     assert ".onnx" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_one_dprp_command_with_every_subcommand(capsys):
+    """The installed console script is the same parser as `python -m dprp_lib`, and the commands
+    with a parser of their own (grid, report, course, release) are reached through it."""
+    import subprocess
+
+    script = Path(sys.executable).with_name("dprp")
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("train", "eval", "export", "runs", "grid", "report", "course", "release", "demo"):
+        assert f"dprp {command}" in out, command
+    for command in ("grid", "report", "course", "release"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([command, "--help"])
+        assert exit_.value.code == 0
+        assert capsys.readouterr().out.startswith(f"usage: dprp {command}"), command
+    assert cli.main(["report"]) == 0  # the committed full-data table, read from results/
+    assert "| dense |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["compact", "run"])  # the old name is gone: one name for each thing
 
 
 def test_speed_benchmark_writes_its_ratios(tmp_path, capsys):

@@ -39,11 +39,11 @@ def test_section_markers_are_replaced_and_required(tmp_path):
 
 
 def test_readme_and_results_page_show_the_committed_runs():
-    """Every full-data table on these pages is what `python -m dprp_lib.report --write` renders from results/."""
+    """Every full-data table on these pages is what `dprp report --write` renders from results/."""
     for path in R.PAGES:
         text = path.read_text()
         assert R.with_sections(text, ROOT / "results" / "runs", "cifar10-mirror") == text, \
-            f"{path.name} is stale: run python -m dprp_lib.report --write"
+            f"{path.name} is stale: run dprp report --write"
     assert all(R.markers(name)[0] in R.PAGES[1].read_text() for name in R.SECTIONS)
     assert "\n  - dprp 94%: " in R.PAGES[0].read_text()  # each target's verdict, point by point
 
