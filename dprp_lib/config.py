@@ -8,18 +8,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import Literal, Union, get_args, get_origin, get_type_hints
 
-from .data import DATASETS
-from .forms import FORMS
+from .data import DatasetName
+from .forms import Form
 from .lowrank import check_energy
-from .methods import METHODS as METHOD_TABLE
-from .models import MODELS
-from .precision import check_amp
-from .regularizers import SPARSE_KINDS
-
-METHODS = tuple(METHOD_TABLE)
+from .methods import METHODS, MethodName
+from .models import ModelName
+from .precision import Amp
+from .regularizers import SparseKind
 # Fields that say where or how a run is executed, not what it computes: they stay out of a
 # run's key, and may change when an interrupted run resumes.
 HOW_TO_RUN = frozenset({"out_dir", "resume", "progress", "device", "data_dir", "data_source", "compile",
@@ -27,19 +28,19 @@ HOW_TO_RUN = frozenset({"out_dir", "resume", "progress", "device", "data_dir", "
 # Fields added after runs were committed: they enter a run's key only when they differ from
 # these values, so every earlier run keeps its key.
 ADDED_LATER = {"holdout": 0, "width": 1.0, "label_smoothing": 0.0, "cut_to": None}
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "step", "constant")
-WD_TARGETS = ("all", "except_uv", "except_factors")
-DEVICES = ("auto", "cpu", "cuda")
+Optimizer = Literal["sgd", "adamw"]
+Schedule = Literal["cosine", "step", "constant"]
+WeightDecayOn = Literal["all", "except_uv", "except_factors"]
+Device = Literal["auto", "cpu", "cuda"]
 
 
 @dataclass
 class TrainConfig:
     # what to train, on what
-    method: str = "dprp"              # dense | dprp | svd-training | posthoc
-    model: str = "resnet20"
+    method: MethodName = "dprp"
+    model: ModelName = "resnet20"
     width: float = 1.0                # channels per stage × width (a thin network below 1)
-    dataset: str = "cifar10"          # cifar10 | cifar100 | cifar10-mirror | fashion-mnist
+    dataset: DatasetName = "cifar10"
     data_dir: str = "data"
     data_source: str | None = None    # the mirror's .tar.xz or folder (else DPRP_CIFAR10_MIRROR)
     train_per_class: int | None = None  # first N images a class (quick runs); None = all
@@ -49,15 +50,15 @@ class TrainConfig:
     # the recipe (He et al. 2016 for CIFAR ResNets)
     epochs: int = 164
     batch_size: int = 128
-    optimizer: str = "sgd"
+    optimizer: Optimizer = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
     # Weight decay on U and V would pull them off orthonormal and fight the orthogonality
     # penalty; with U, V orthonormal, decay on s alone equals decay on the dense weight.
-    weight_decay_on: str = "except_uv"  # all | except_uv | except_factors
-    schedule: str = "step"            # cosine | step | constant
+    weight_decay_on: WeightDecayOn = "except_uv"
+    schedule: Schedule = "step"
     milestones: list = field(default_factory=lambda: [0.5, 0.75])  # fractions of the run (step)
     gamma: float = 0.1
     warmup_epochs: int = 0            # linear lr warm-up
@@ -67,7 +68,7 @@ class TrainConfig:
     orth: float = 1.0
     sort: float = 1.0
     sparse: float = 1e-4
-    sparse_kind: str = "l1"
+    sparse_kind: SparseKind = "l1"
     # rank pruning
     energy: float = 1e-3              # fraction of Σ s² a cut may drop
     min_rank: int = 1
@@ -80,12 +81,12 @@ class TrainConfig:
                                       # deployed model holds this fraction of dense parameters
     # how to run it
     seed: int = 0
-    device: str = "auto"              # auto | cpu | cuda
-    amp: bool | str = False           # bf16 autocast; "auto": where it is native (CPU with
+    device: Device = "auto"
+    amp: Amp = False                  # bf16 autocast; "auto": where it is native (CPU with
                                       # avx512_bf16/AMX, or CUDA), decided when the run starts
     channels_last: bool = True        # NHWC model and batches (faster on both; same result)
     compile: bool = False             # torch.compile the model
-    forms: str = "count"              # each factored layer's execution form: "count" (fewer
+    forms: Form = "count"             # each factored layer's execution form: "count" (fewer
                                       # multiply-accumulates; repeats bit for bit) or "measured"
                                       # (timed at every cut; faster, not bit-reproducible)
     out_dir: str = "runs/run"
@@ -97,18 +98,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError/TypeError naming the first bad field."""
-        for f in dataclasses.fields(self):
-            _check_type(f.name, getattr(self, f.name), f.type)
-        _choice("method", self.method, METHODS)
-        _choice("model", self.model, tuple(MODELS))
-        _choice("dataset", self.dataset, DATASETS)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("weight_decay_on", self.weight_decay_on, WD_TARGETS)
-        _choice("sparse_kind", self.sparse_kind, SPARSE_KINDS)
-        _choice("device", self.device, DEVICES)
-        _choice("forms", self.forms, FORMS)
-        check_amp(self.amp)
+        for name, annotation in _annotations().items():
+            _check_field(name, getattr(self, name), annotation)
         for name in ("epochs", "warmup_epochs", "prune_warmup", "finetune_epochs", "seed", "holdout"):
             _at_least(name, getattr(self, name), 0)
         for name in ("batch_size", "prune_every", "min_rank"):
@@ -129,7 +120,7 @@ class TrainConfig:
         if self.cut_to is not None:
             if not 0 < self.cut_to <= 1:
                 raise ValueError(f"cut_to must be a fraction of the dense parameters in (0, 1], got {self.cut_to}")
-            if not METHOD_TABLE[self.method].one_shot:
+            if not METHODS[self.method].one_shot:
                 raise ValueError(f"cut_to sets the single cut of svd-training or posthoc; method is {self.method!r} "
                                  "(DPRP's size follows from energy, sparse and the schedule)")
         check_energy(self.energy)
@@ -182,29 +173,54 @@ def parse_overrides(items) -> dict:
     return out
 
 
-def _choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
-
-
 def _at_least(name, value, low):
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
-_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "list": list}
+@cache
+def _annotations() -> dict:
+    return get_type_hints(TrainConfig)
 
 
-def _check_type(name, value, annotation) -> None:
-    options = [a.strip() for a in str(annotation).split("|")]
-    if value is None and "None" in options:
+def _allows(annotation, value) -> bool:
+    """Whether `value` fits the field's annotation (JSON's types: True is not a number here)."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return any(value is c or (type(value) is type(c) and value == c) for c in get_args(annotation))
+    if origin in (Union, types.UnionType):
+        return any(_allows(a, value) for a in get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation in (int, float) and isinstance(value, bool):
+        return False
+    if annotation is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, origin or annotation)
+
+
+def _choices(annotation) -> list:
+    """The named values a field accepts (its Literal parts)."""
+    if get_origin(annotation) is Literal:
+        return list(get_args(annotation))
+    if get_origin(annotation) in (Union, types.UnionType):
+        return [c for a in get_args(annotation) for c in _choices(a)]
+    return []
+
+
+def _check_field(name, value, annotation) -> None:
+    if _allows(annotation, value):
         return
-    for opt in options:
-        t = _TYPES.get(opt)
-        if t is None:
-            continue
-        if t is not bool and isinstance(value, bool):
-            continue  # True is not a number here
-        if isinstance(value, t):
-            return
-    raise TypeError(f"{name} must be {annotation}, got {value!r} ({type(value).__name__})")
+    choices = _choices(annotation)
+    if choices and isinstance(value, str):  # a name that is not one of the choices
+        others = " or a boolean" if _allows(annotation, True) else ""
+        raise ValueError(f"{name} must be one of {choices}{others}, got {value!r}")
+    raise TypeError(f"{name} must be {_pretty(annotation)}, got {value!r} ({type(value).__name__})")
+
+
+def _pretty(annotation) -> str:
+    if get_origin(annotation) is Literal:
+        return "one of " + ", ".join(repr(c) for c in get_args(annotation))
+    if get_origin(annotation) in (Union, types.UnionType):
+        return " or ".join(_pretty(a) for a in get_args(annotation))
+    return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))

@@ -31,6 +31,7 @@ import io
 import json
 import os
 import tarfile
+from typing import Literal, get_args
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -46,7 +47,8 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 DEBIAN_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
-DATASETS = ("cifar10", "cifar100", "cifar10-mirror", "cifar10-lossless", "fashion-mnist")
+DatasetName = Literal["cifar10", "cifar100", "cifar10-mirror", "cifar10-lossless", "fashion-mnist"]
+DATASETS = get_args(DatasetName)
 LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
           "cifar10-mirror": "CIFAR-10 (JPEG mirror)",
           "cifar10-lossless": "CIFAR-10, official test images 0-999",

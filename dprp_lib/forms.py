@@ -12,6 +12,7 @@ run trained with them does not repeat bit for bit; that is why training counts b
 from __future__ import annotations
 
 import time
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -19,7 +20,8 @@ from torch import nn
 from .layers import SVDLayer, svd_layers
 from .metrics import forward_once
 
-FORMS = ("count", "measured")
+Form = Literal["count", "measured"]
+FORMS = get_args(Form)
 
 # (layer geometry, rank, input shape, dtype, layout, training, amp, threads) -> chosen form:
 # a cut changes few layers, so later calls time only those.

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 
 @dataclass(frozen=True)
@@ -41,3 +42,5 @@ METHODS = {m.name: m for m in (
     Method("svd-training", factored=True, penalties=True, cuts="once", sparse_after_cut=False),
     Method("posthoc", factored=False, penalties=False, cuts="once", factor_at_cut=True),
 )}
+MethodName = Literal["dense", "dprp", "svd-training", "posthoc"]  # TrainConfig.method
+assert tuple(METHODS) == get_args(MethodName), "MethodName must list METHODS"

@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch.nn.functional as F
 from torch import nn
 
@@ -145,6 +147,8 @@ def small_cnn(num_classes: int = 10, in_channels: int = 1, width: float = 1.0) -
 
 MODELS = {"resnet20": resnet20, "resnet32": resnet32, "resnet56": resnet56,
           "resnet110": resnet110, "resnet18": resnet18, "small_cnn": small_cnn}
+ModelName = Literal["resnet20", "resnet32", "resnet56", "resnet110", "resnet18", "small_cnn"]  # TrainConfig.model
+assert tuple(MODELS) == get_args(ModelName), "ModelName must list MODELS"
 
 
 def build_model(name: str, num_classes: int = 10, width: float = 1.0) -> nn.Module:

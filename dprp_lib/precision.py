@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import platform
 from functools import lru_cache
+from typing import Literal
 
 import torch
 
-AMP_CHOICES = (True, False, "auto")
+# TrainConfig.amp: bf16 autocast on or off, or "auto": where it is native, decided when a run starts.
+Amp = bool | Literal["auto"]
 
 
 def bf16_is_fast(device: str = "auto") -> bool:
@@ -27,11 +29,6 @@ def bf16_is_fast(device: str = "auto") -> bool:
         return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     except (AttributeError, RuntimeError):
         return False
-
-
-def check_amp(value) -> None:
-    if not any(value is c or (isinstance(c, str) and value == c) for c in AMP_CHOICES):
-        raise ValueError(f"amp must be true, false or \"auto\" (bf16 where it is native), got {value!r}")
 
 
 def choose_amp(device: str = "auto") -> bool:

@@ -13,13 +13,15 @@ The exact forms and weights of the paper are not public; these are this project'
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 from .layers import SVDLayer
 
-SPARSE_KINDS = ("l1", "hoyer", "hoyer_square")
+SparseKind = Literal["l1", "hoyer", "hoyer_square"]
+SPARSE_KINDS = get_args(SparseKind)
 _EPS = 1e-12
 
 

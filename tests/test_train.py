@@ -232,6 +232,10 @@ def test_weight_decay_skips_u_and_v_by_default():
     ("epochs", "ten", TypeError), ("lr", True, TypeError), ("milestones", [1.5], ValueError),
     ("holdout", -10, ValueError), ("width", 0.0, ValueError), ("label_smoothing", 1.0, ValueError),
     ("cut_to", 1.5, ValueError), ("cut_to", 0.5, ValueError),  # the second: dprp has no single cut
+    # choices come from the fields' Literal annotations; a value of the wrong type is a TypeError
+    ("device", "tpu", ValueError), ("forms", "fastest", ValueError), ("schedule", "linear", ValueError),
+    ("amp", "bf16", ValueError), ("amp", 1, TypeError), ("train_per_class", 2.5, TypeError),
+    ("skip", "conv1", TypeError), ("nesterov", "yes", TypeError),
 ])
 def test_bad_config_values_are_rejected_by_name(field, value, error, tmp_path):
     with pytest.raises(error, match=field):
