@@ -1,20 +1,21 @@
-"""Run the whole course headless: every chapter executed with papermill, saved with its HTML.
+"""Run the whole course headless: every chapter executed with papermill, and the course site.
 
-    python -m dprp_lib.course [--mode auto|smoke|quick|full] [--out build] [--only 01 03]
+    dprp course [--mode auto|smoke|quick|full] [--out build] [--only 01 03] [--site-only]
 
 `auto` is "full" on a machine with a CUDA GPU and "quick" (the laptop CPU course) otherwise.
-Writes build/notebooks/NN_*.ipynb (executed), build/html/NN_*.html with build/html/index.html
-(the table of contents; the pages work offline: dprp_lib/site/), build/metrics/NN_*.json and
-build/course.json (mode, time and status of each chapter).
+Writes build/notebooks/NN_*.ipynb (executed), build/metrics/NN_*.json, build/course.json (mode,
+time and status of each chapter) and the site: build/html/index.html and build/html/NN_*.html, a
+Jupyter Book of the executed chapters (source in build/book/, configuration in dprp_lib/site/book/)
+that works offline. --site-only rebuilds the site from OUT/notebooks/ without executing anything.
 """
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -70,44 +71,92 @@ def title(nb) -> str:
     return "DPRP course"
 
 
-def to_html(notebook: Path, output: Path, prev: tuple | None = None, next: tuple | None = None) -> None:
-    """One offline course page (dprp_lib/site/): local MathJax, static panels, links to the
-    table of contents and to the chapters before and after (`(href, title)` pairs)."""
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def book_notebook(executed: Path, output: Path) -> None:
+    """A copy of an executed chapter for the book: each panel as its precomputed static HTML
+    (widget views and widget state dropped, so no page needs a widget manager or a CDN)."""
     import nbformat
-    from nbconvert import HTMLExporter
 
-    nb = nbformat.read(notebook, as_version=4)
-    nb.metadata.pop("widgets", None)  # panels export as their static HTML, not as widget state
-    exporter = HTMLExporter(template_name="dprp", extra_template_basedirs=[str(SITE / "templates")])
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title(nb)},
-                                                        "dprp_prev": prev, "dprp_next": next})
+    nb = nbformat.read(executed, as_version=4)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            out.get("data", {}).pop(WIDGET_VIEW, None)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(body, encoding="utf-8")
+    nbformat.write(nb, output)
 
 
-def write_site(out: Path, report: list[dict]) -> Path:
-    """build/html/: the assets the pages load, and index.html listing the chapters in order."""
-    html_dir = out / "html"
-    shutil.copytree(SITE / "assets", html_dir / "assets", dirs_exist_ok=True)
+def _chapter_entry(executed: Path, report: dict | None) -> dict:
+    """A chapter's row on the home page: from this run's report, else from papermill's record in the
+    executed notebook (a chapter executed by an earlier run)."""
+    if report:
+        return report
+    pm = _read(executed).metadata.get("papermill", {})
+    return {"chapter": executed.stem, "mode": pm.get("parameters", {}).get("MODE"), "seconds": pm.get("duration"),
+            "status": "failed" if pm.get("exception") else "ok"}
+
+
+def _home_page(entries: list[dict]) -> str:
+    """index.md: what the site is, and the chapters in order with their run time and status."""
+    modes = sorted({e["mode"] for e in entries if e.get("mode")})
     rows = []
-    for r in report:
-        page = html_dir / f"{r['chapter']}.html"
-        link = (f'<a href="{page.name}">{html.escape(r["title"])}</a>' if page.exists()
-                else html.escape(r["title"]))
-        rows.append(f"<tr><td>{link}</td><td>{r['seconds']:.0f} s</td><td>{html.escape(r['status'])}</td></tr>")
-    index = html_dir / "index.html"
-    index.write_text(f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>DPRP course: chapters</title>
-<style>body {{ font: 15px sans-serif; max-width: 60em; margin: 2em auto; }} td {{ padding: 4px 12px; }}</style>
-</head><body>
-<h1>Dynamic Parameter Rank Pruning: the course</h1>
-<p>Chapters in reading order, executed in {html.escape(report[0]["mode"] if report else "?")} mode.
-The interactive panels are precomputed here; open the notebooks in JupyterLab (<code>make lab</code>) to compute your own.</p>
-<table><thead><tr><th>chapter</th><th>run time</th><th>status</th></tr></thead><tbody>
+    for e in entries:
+        seconds = f"{e['seconds']:.0f} s" if e.get("seconds") is not None else "?"
+        status = e.get("status", "").replace("|", "\\|")
+        rows.append(f"| {{doc}}`{e['chapter']}` | {seconds} | {status} |")
+    return f"""# Dynamic Parameter Rank Pruning: the course
+
+The chapters on the method of *Convolutional Neural Network Compression via Dynamic Parameter Rank
+Pruning* (Sharma et al., [arXiv 2401.08014](https://arxiv.org/abs/2401.08014)), each a notebook
+executed in {" and ".join(modes) or "?"} mode by `make course`, in reading order. The interactive panels
+are precomputed on these pages (every view computed when the page was built, switched by its controls);
+open the notebooks in JupyterLab (`make lab`) to compute your own.
+
+| chapter | run time | status |
+| --- | --- | --- |
 {chr(10).join(rows)}
-</tbody></table></body></html>
-""", encoding="utf-8")
-    return index
+"""
+
+
+def write_book(out: Path, report: list[dict]) -> Path:
+    """build/book/: the Jupyter Book source (dprp_lib/site/book/, its _toc.yml, index.md and every
+    executed chapter in build/notebooks/, including those an earlier run executed)."""
+    book = out / "book"
+    shutil.rmtree(book, ignore_errors=True)
+    shutil.copytree(SITE / "book", book)
+    ran = {r["chapter"]: r for r in report}
+    entries = [_chapter_entry(p, ran.get(p.stem)) for p in chapters(out / "notebooks")]
+    for e in entries:
+        book_notebook(out / "notebooks" / f"{e['chapter']}.ipynb", book / f"{e['chapter']}.ipynb")
+    toc = ["format: jb-book", "root: index", "chapters:"] + [f"- file: {e['chapter']}" for e in entries]
+    (book / "_toc.yml").write_text("\n".join(toc) + "\n", encoding="utf-8")
+    (book / "index.md").write_text(_home_page(entries), encoding="utf-8")
+    return book
+
+
+def write_site(out: Path, report: list[dict], quiet: bool = True) -> Path:
+    """build/html/: the course site, a Jupyter Book of the executed chapters (nothing is executed
+    again): a sidebar table of contents, search, previous/next links, local MathJax. Returns index.html."""
+    from jupyter_book.sphinx import build_sphinx
+
+    out = Path(out).resolve()
+    book = write_book(out, report)
+    html_dir = out / "html"
+    shutil.rmtree(html_dir, ignore_errors=True)
+    # What `jupyter-book build` does, with the output and doctrees where this project wants them.
+    with warnings.catch_warnings():  # the extensions' deprecation notices, not the book's
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        status = build_sphinx(book, html_dir, noconfig=True, path_config=book / "_config.yml",
+                              confoverrides={"external_toc_path": (book / "_toc.yml").as_posix(),
+                                             "latex_individualpages": False},
+                              doctreedir=book / "_build" / "doctrees", freshenv=True, quiet=quiet)
+    if status != 0:
+        raise RuntimeError(f"the course site did not build (Sphinx: {status!r})")
+    return html_dir / "index.html"
 
 
 def run_course(mode="auto", out="build", only=(), kernel="python3", device="auto") -> list[dict]:
@@ -135,13 +184,10 @@ def run_course(mode="auto", out="build", only=(), kernel="python3", device="auto
         report.append({"chapter": nb.stem, "title": title(_read(nb)), "mode": mode, "seconds": round(seconds, 1),
                        "status": status})
         print(f"  {nb.stem:<32} {seconds:7.1f} s  {status}", flush=True)
-    # Pages last, so that each links to the chapters before and after it.
-    pages = [(r["chapter"], r["title"]) for r in report if (out / "notebooks" / f"{r['chapter']}.ipynb").exists()]
-    for i, (stem, _) in enumerate(pages):
-        prev = (f"{pages[i - 1][0]}.html", pages[i - 1][1]) if i else None
-        nxt = (f"{pages[i + 1][0]}.html", pages[i + 1][1]) if i + 1 < len(pages) else None
-        to_html(out / "notebooks" / f"{stem}.ipynb", out / "html" / f"{stem}.html", prev, nxt)
+    # The site last, so that it has every chapter.
+    t0 = time.perf_counter()
     write_site(out, report)
+    print(f"  site (Jupyter Book) {time.perf_counter() - t0:7.1f} s  {out / 'html' / 'index.html'}", flush=True)
     (out / "course.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -153,18 +199,25 @@ def _read(path: Path):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dprp_lib.course", description=__doc__,
+    p = argparse.ArgumentParser(prog="dprp course", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", default="auto")
     p.add_argument("--out", default="build")
     p.add_argument("--only", nargs="*", default=(), help="chapter numbers, e.g. 01 05")
     p.add_argument("--device", default="auto")
     p.add_argument("--kernel", default="python3")
+    p.add_argument("--site-only", action="store_true",
+                   help="rebuild the site from OUT/notebooks (executed earlier) without running the chapters")
     args = p.parse_args(argv)
+    if args.site_only:
+        t0 = time.perf_counter()
+        index = write_site(Path(args.out), [])
+        print(f"site built in {time.perf_counter() - t0:.0f} s: open {index}")
+        return 0
     report = run_course(args.mode, args.out, args.only, args.kernel, args.device)
     failed = [r for r in report if r["status"] != "ok"]
     print(f"{len(report) - len(failed)}/{len(report)} chapters ran; executed notebooks in {args.out}/notebooks, "
-          f"pages in {args.out}/html (open {args.out}/html/index.html; they work offline)")
+          f"the site in {args.out}/html (open {args.out}/html/index.html; it works offline)")
     return 1 if failed else 0
 
 
