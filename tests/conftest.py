@@ -5,6 +5,27 @@ import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+# A developer runs the fast part with  make test PYTEST_ARGS='-m "not slow and not notebook and not browser"'
+MARKERS = {
+    "slow": "trains a network, exports one or runs a benchmark (seconds to minutes each)",
+    "notebook": "executes chapters: nbval against the stored outputs, the chapters' claims, the release",
+    "browser": "drives chromium through JupyterLab and the course site",
+}
+NOTEBOOK_MODULES = {"test_notebooks.py", "test_release.py"}
+
+
+def pytest_configure(config):
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.suffix == ".ipynb" or item.path.name in NOTEBOOK_MODULES:
+            item.add_marker(pytest.mark.notebook)
+        if item.path.name == "test_browser.py":
+            item.add_marker(pytest.mark.browser)
+
 
 @pytest.fixture
 def f64():

@@ -3,10 +3,13 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
+@pytest.mark.slow
 def test_step_modes_times_every_step_and_writes_its_table(tmp_path, capsys):
     import step_modes
 

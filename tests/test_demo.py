@@ -1,8 +1,11 @@
+import pytest
+
 import dprp_lib.__main__ as cli
 from dprp_lib.demo import run_demo
 from conftest import require_mirror
 
 
+@pytest.mark.slow
 def test_demo_learns_and_prunes_on_real_images():
     source = require_mirror()
     lines = []

@@ -98,6 +98,7 @@ def test_set_forms_and_bad_forms():
         deploy(model, torch.zeros(3, 32, 32))
 
 
+@pytest.mark.slow
 def test_onnx_export_runs_in_onnx_runtime_with_any_batch_size(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     model = trained_like_resnet(1)
@@ -111,6 +112,7 @@ def test_onnx_export_runs_in_onnx_runtime_with_any_batch_size(tmp_path):
             np.testing.assert_allclose(out, model(x).numpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_torch_export_and_atomic_replacement(tmp_path):
     model = trained_like_resnet(2)
     small = deploy(model, torch.randn(2, 3, 32, 32), forms="count")

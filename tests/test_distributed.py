@@ -3,9 +3,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from test_train import ROOT, rows, small
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_prune_identically(tmp_path):
     cfg = small(tmp_path, epochs=2, batch_size=25)  # 25 per process: the same global batch of 50
     path = tmp_path / "config.json"

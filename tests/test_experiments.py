@@ -119,6 +119,7 @@ def test_svd_training_preset_fine_tunes_within_the_same_length():
     assert E.preset("quick", method="svd-training", epochs=5).finetune_epochs == 0  # explicit epochs are kept as given
 
 
+@pytest.mark.slow
 def test_launch_trains_a_run_with_two_names_once(tmp_path):
     config = dataclasses.replace(E.preset("smoke"), data_dir=str(E.paths.DATA), epochs=1)
     lines = []
@@ -152,6 +153,7 @@ def test_launch_prepares_each_data_set_once_before_starting_processes(tmp_path, 
     assert [kind for kind, _ in events] == ["data", "other encodings", "train", "train", "train"]
 
 
+@pytest.mark.slow
 def test_launch_trains_in_parallel_processes_then_collects(tmp_path, monkeypatch):
     configs = {f"tiny | seed {s}": dataclasses.replace(small(tmp_path), epochs=1, seed=s) for s in (0, 1)}
     lines = []
@@ -167,6 +169,7 @@ def test_launch_trains_in_parallel_processes_then_collects(tmp_path, monkeypatch
     assert row["dataset"] == "CIFAR-10 (JPEG mirror)" and len(row["test_acc_values"]) == 2
 
 
+@pytest.mark.slow
 def test_bf16_autocast_and_compile_run_on_the_cpu_through_a_cut(tmp_path):
     summary = fit(dataclasses.replace(E.preset("smoke", data_dir=DATA_DIR), out_dir=str(tmp_path / "run"),
                                       device="cpu", amp=True, compile=True, dataset="cifar10-mirror"))

@@ -118,9 +118,10 @@ def claims_07(m):
 
 def claims_08(m):
     assert m["method"] == "dprp" and m["total_rank"] < m["full_rank"]  # DPRP cut ranks
-    assert 0 < m["dense_test_acc"] <= 1
     if m["mode"] != "smoke":
         assert m["deployed_fraction"] < 0.6
+    if m["mode"] == "quick":  # the reading: the opposite of the paper's, DPRP ends well below dense
+        assert m["test_acc"] < m["dense_test_acc"] - 0.03 and m["dense_test_acc"] > 0.3  # both well above chance
     # the full-data set: what is committed plus what is listed as missing is the whole plan
     assert m["set_runs"] + m["set_missing"] == FULL_SET_RUNS and m["recipe_candidates"] == 2
 

@@ -2,6 +2,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 from dprp_lib import report as R
@@ -10,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_the_first_example_runs_as_written(tmp_path, monkeypatch):
     code = re.search(r"```python\n(.*?)```", README, re.S)[1]
     assert len(code.strip().splitlines()) <= 11  # a ten-line tour (plus its imports)

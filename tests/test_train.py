@@ -57,6 +57,7 @@ def reference(tmp_path_factory):
     return cfg, summary, rows(cfg.out_dir)
 
 
+@pytest.mark.slow
 def test_a_run_learns_prunes_and_writes_its_files(reference):
     cfg, summary, history = reference
     out = Path(cfg.out_dir)
@@ -71,12 +72,14 @@ def test_a_run_learns_prunes_and_writes_its_files(reference):
     assert json.loads((out / "summary.json").read_text())["test_acc"] == summary["test_acc"]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_metrics(reference, tmp_path):
     cfg, _, history = reference
     T.fit(small(tmp_path, epochs=2))
     assert stable(rows(tmp_path / "run")) == stable(history[:2])
 
 
+@pytest.mark.slow
 def test_final_checkpoint_reloads_into_a_fresh_model(reference):
     cfg, summary, _ = reference
     run = dprp.runs.load_run(cfg.out_dir)
@@ -88,6 +91,7 @@ def test_final_checkpoint_reloads_into_a_fresh_model(reference):
     assert T.evaluate(model, loader)["test_acc"] == pytest.approx(summary["test_acc"])
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_result(reference, tmp_path):
     _, summary, history = reference
     cfg = small(tmp_path, epochs=3)
@@ -101,6 +105,7 @@ def test_interrupted_run_resumes_to_the_same_result(reference, tmp_path):
     assert resumed["test_acc"] == summary["test_acc"] and resumed["ranks"] == summary["ranks"]
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_to_the_same_result(reference, tmp_path):
     _, summary, history = reference
     cfg = small(tmp_path, epochs=3)
@@ -124,6 +129,7 @@ def test_killed_process_resumes_to_the_same_result(reference, tmp_path):
     assert stable(rows(cfg.out_dir)) == stable(history)
 
 
+@pytest.mark.slow
 def test_a_committed_checkpoint_resumes_elsewhere_through_the_launcher(reference, tmp_path):
     """What a campaign commits of an unfinished run (config, metrics, checkpoint; no launch spec),
     copied to another clone's results/, is resumed there by the launcher to the uninterrupted result."""
@@ -145,6 +151,7 @@ def test_a_committed_checkpoint_resumes_elsewhere_through_the_launcher(reference
     assert json.loads((clone / "summary.json").read_text())["test_acc"] == summary["test_acc"]
 
 
+@pytest.mark.slow
 def test_amp_auto_is_settled_when_a_run_starts_and_kept_when_it_resumes(reference, tmp_path, monkeypatch):
     _, _, history = reference
     monkeypatch.setattr(T, "choose_amp", lambda device: False)  # a machine without native bf16
@@ -160,6 +167,7 @@ def test_amp_auto_is_settled_when_a_run_starts_and_kept_when_it_resumes(referenc
     assert fresh["amp"] == "bf16" and fresh["processors"] == [T.processor()]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = small(tmp_path, method="dense", epochs=3)
     real = T.lr_at
@@ -172,6 +180,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     assert len(rows(cfg.out_dir)) == 1
 
 
+@pytest.mark.slow
 def test_svd_training_cuts_once_then_fine_tunes(tmp_path):
     cfg = small(tmp_path, method="svd-training", epochs=2, finetune_epochs=1, energy=0.05)
     summary = T.fit(cfg)
@@ -182,6 +191,7 @@ def test_svd_training_cuts_once_then_fine_tunes(tmp_path):
     assert history[-1]["lr"] < cfg.lr
 
 
+@pytest.mark.slow
 def test_posthoc_trains_dense_then_truncates(tmp_path):
     summary = T.fit(small(tmp_path, method="posthoc", epochs=2, energy=0.05))
     history = rows(tmp_path / "run")
@@ -189,6 +199,7 @@ def test_posthoc_trains_dense_then_truncates(tmp_path):
     assert "test_acc_before_cut" in summary and summary["total_rank"] < summary["full_rank"]
 
 
+@pytest.mark.slow
 def test_dense_and_dprp_share_data_order_and_initial_function(tmp_path):
     dense = small(tmp_path, "d", method="dense")
     factored = small(tmp_path, "f", method="dprp", orth=0.0, sort=0.0, sparse=0.0, prune_warmup=99)
@@ -262,6 +273,7 @@ def test_config_files_and_overrides(tmp_path):
         TrainConfig.load(ROOT / "configs/resnet20_cifar10_dprp.json", ["epochs"])
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_config(reference, tmp_path):
     cfg, _, _ = reference
     changed = TrainConfig(**{**cfg.to_dict(), "lr": 0.2, "resume": True})
@@ -269,6 +281,7 @@ def test_resume_refuses_a_different_config(reference, tmp_path):
         T.fit(changed)
 
 
+@pytest.mark.slow
 def test_a_validation_split_is_watched_each_epoch_and_the_test_set_read_once(tmp_path):
     summary = T.fit(small(tmp_path, method="dense", epochs=2, holdout=100, label_smoothing=0.1))
     history = rows(tmp_path / "run")
@@ -290,6 +303,7 @@ def test_label_smoothing_is_in_the_training_loss():
     assert T.train_epoch(model, [(x, y)], opt, label_smoothing=0.3)["loss"] != T.train_epoch(model, [(x, y)], opt)["loss"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["posthoc", "svd-training"])
 def test_one_shot_methods_cut_to_a_deployed_size_then_fine_tune(tmp_path, method):
     cfg = small(tmp_path, method=method, epochs=2, finetune_epochs=1, cut_to=0.5)
@@ -301,6 +315,7 @@ def test_one_shot_methods_cut_to_a_deployed_size_then_fine_tune(tmp_path, method
     assert history[-1]["lr"] < cfg.lr and math.isfinite(history[-1]["train_loss"])  # fine-tuned at lr·gamma
 
 
+@pytest.mark.slow
 def test_thin_network_is_measured_against_the_full_width_one(tmp_path):
     summary = T.fit(small(tmp_path, method="dense", epochs=1, width=0.71))
     assert summary["dense_params"] == 269_722
@@ -309,6 +324,7 @@ def test_thin_network_is_measured_against_the_full_width_one(tmp_path):
     assert summary["code"]["version"] == re.search(r'^version = "([^"]+)"', pyproject, re.M)[1]
 
 
+@pytest.mark.slow
 def test_resume_ignores_how_a_run_is_executed(reference, tmp_path):
     """An interrupted run resumes with other how-to-run fields (memory layout, progress bar, folder):
     they are not part of what it computes, so the resume is not refused, and it trains on."""
@@ -322,6 +338,7 @@ def test_resume_ignores_how_a_run_is_executed(reference, tmp_path):
     assert summary["total_rank"] < summary["full_rank"] and math.isfinite(resumed[-1]["train_loss"])
 
 
+@pytest.mark.slow
 def test_measured_forms_are_chosen_at_the_start_and_after_every_cut(tmp_path, monkeypatch):
     calls = []
 
@@ -343,12 +360,14 @@ def test_measured_forms_are_chosen_at_the_start_and_after_every_cut(tmp_path, mo
     assert calls == []
 
 
+@pytest.mark.slow
 def test_a_run_with_measured_forms_trains(tmp_path):
     summary = T.fit(small(tmp_path, epochs=2, forms="measured"))
     history = rows(tmp_path / "run")
     assert history[-1]["train_loss"] < history[0]["train_loss"] and summary["total_rank"] < summary["full_rank"]
 
 
+@pytest.mark.slow
 def test_each_cut_also_records_the_accuracy_with_batchnorm_recalibrated(reference):
     _, _, history = reference
     cut_rows = [r for r in history if "test_acc_before_cut" in r]
@@ -357,6 +376,7 @@ def test_each_cut_also_records_the_accuracy_with_batchnorm_recalibrated(referenc
     assert all(k not in r for r in history if r not in cut_rows for k in keys)
 
 
+@pytest.mark.slow
 def test_batchnorm_is_recalibrated_on_a_class_balanced_sample(tmp_path, monkeypatch):
     """The mirror's training images are sorted by class: the first N would be a few classes only
     (on the full data, 2,000 airplanes), whose statistics misjudge every other class."""
