@@ -48,7 +48,7 @@ course: setup
 	$(BIN)/dprp course --mode $(MODE) --out build
 
 test: setup browser
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=30 $(PYTEST_ARGS)
 
 release: setup
 	$(BIN)/dprp release --out release

@@ -1,7 +1,10 @@
 import os
+import time
 
 import pytest
 import torch
+
+from dprp_lib import paths
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -12,6 +15,11 @@ MARKERS = {
     "browser": "drives chromium through JupyterLab and the course site",
 }
 NOTEBOOK_MODULES = {"test_notebooks.py", "test_release.py"}
+# nbval executes every chapter in its stored (quick) mode, writing build/metrics/<chapter>.json; the
+# quick-mode claims test runs after it and reads those files instead of executing each chapter again.
+SESSION_START = time.time()
+RUNS_BEFORE = set(paths.SCRATCH.glob("*")) if paths.SCRATCH.is_dir() else set()
+AFTER_NBVAL = "test_chapter_claims_hold_on_the_committed_quick_runs"
 
 
 def pytest_configure(config):
@@ -25,6 +33,21 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.notebook)
         if item.path.name == "test_browser.py":
             item.add_marker(pytest.mark.browser)
+    items[:] = [i for i in items if AFTER_NBVAL not in i.nodeid] + [i for i in items if AFTER_NBVAL in i.nodeid]
+
+
+def metrics_from_this_session(chapter: str) -> dict | None:
+    """The metrics nbval's execution of `chapter` wrote during this test session, if it did so
+    in quick mode without training anything (no new run in build/runs/); else None."""
+    import json
+
+    path = paths.METRICS / f"{chapter}.json"
+    if not path.is_file() or path.stat().st_mtime < SESSION_START:
+        return None
+    trained = set(paths.SCRATCH.glob("*")) - RUNS_BEFORE if paths.SCRATCH.is_dir() else set()
+    assert not trained, f"the stored-mode execution trained {sorted(p.name for p in trained)}: a committed run is missing"
+    metrics = json.loads(path.read_text())
+    return metrics if metrics.get("mode") == "quick" else None
 
 
 @pytest.fixture
