@@ -298,180 +298,231 @@ def settle_amp(config: TrainConfig, device: torch.device) -> TrainConfig:
 
 
 def _fit(config: TrainConfig, ddp: Distributed, device: torch.device, on_epoch_end) -> dict:
-    folder = RunFolder(config.out_dir)
-    ckpt_path = folder.checkpoint
     code = code_version()  # the code this process trains with, recorded in the summary
+    folder = _open_folder(config, ddp)
+    images = _Images(config, ddp, device)
+    run = _Run(config, ddp, device, images, folder.checkpoint)
     if ddp.main:
-        if ckpt_path.exists() and not config.resume:
-            raise RunExists(f"{folder.path} already holds a run (checkpoint.pt): pass resume=True to "
-                            "continue it, or choose another out_dir")
-        folder.path.mkdir(parents=True, exist_ok=True)
-    ddp.barrier()
+        folder.start(config, run.history)
+    run.choose_forms()
 
-    # Data: rank 0 decodes into the cache first, the others read it.
-    if ddp.main:
-        data = load_dataset(config.dataset, config.data_dir, config.data_source)
-    ddp.barrier()
-    if not ddp.main:
-        data = load_dataset(config.dataset, config.data_dir, config.data_source)
-    data = data.holdout(config.holdout).subset(config.train_per_class, config.test_per_class)
-    mean, std = data.channel_stats()
-    train = BatchLoader(data.train_x, data.train_y, config.batch_size, mean, std, train=True,
-                        device=device, augment=config.augment, seed=config.seed,
-                        rank=ddp.rank, world_size=ddp.world_size, channels_last=config.channels_last)
-
-    def eval_loader(x, y):
-        return BatchLoader(x, y, 500, mean, std, train=False, device=device, rank=ddp.rank,
-                           world_size=ddp.world_size, channels_last=config.channels_last)
-    test = eval_loader(data.test_x, data.test_y)
-    # Fixed, class-balanced training images for re-estimating BatchNorm statistics at a cut,
-    # augmented as training's are: the running statistics describe augmented batches, and plain
-    # images gave statistics 1.5 points of validation accuracy worse than them on the full-data
-    # runs (dense and DPRP 50%, seed 0). Drawn, shuffled and augmented by their own generators,
-    # reseeded the same for every cut and process, so training's batches are untouched.
-    picked = balanced_sample(data.train_y, CALIBRATION_IMAGES // data.num_classes, CALIBRATION_SEED)
-    calibration = BatchLoader(data.train_x[picked], data.train_y[picked], min(500, int(picked.sum())), mean, std,
-                              train=True, augment=config.augment, seed=CALIBRATION_SEED, device=device,
-                              channels_last=config.channels_last)
-    # With a validation split, each epoch (and every choice) reads it; the test set is read
-    # once, after the last epoch. Without one (quick course runs), each epoch reads the test set.
-    watch, watched = (eval_loader(data.val_x, data.val_y), "val") if config.holdout else (test, "test")
-    if len(train) == 0:
-        raise ValueError(f"batch_size={config.batch_size} is larger than the training set "
-                         f"({len(data.train_y)} images over {ddp.world_size} process(es))")
-
-    # Model: the same initial function for every method.
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, data.num_classes, config.width).to(device)
-    input_size = (1,) + data.image_shape
-    # Every fraction is of the full-width dense network (a thin control is measured against it too).
-    reference = model if config.width == 1 else build_model(config.model, data.num_classes).to(device)
-    dense_params, dense_macs = count_params(reference), count_macs(reference, input_size)
-    method = METHODS[config.method]
-    factored = method.factored  # becomes True for posthoc at its cut
-    if factored:
-        svdify(model, skip=config.skip)
-    regularizer = Regularizer(config.orth, config.sort, config.sparse, config.sparse_kind) if method.penalties else None
-    schedule = PruneSchedule(config.prune_warmup, config.prune_every, config.prune_stop)
-    total_epochs = config.epochs + (config.finetune_epochs if method.one_shot else 0)
-
-    def cut_is_due(epoch: int) -> bool:
-        return schedule.due(epoch) if method.cuts == "scheduled" else method.one_shot and epoch == config.epochs
-
-    start_epoch, history = 0, []
-    if config.resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
-        _check_same_run(config, ckpt["config"])
-        if ckpt["factored"] and not factored:  # posthoc after its cut
-            svdify(model, skip=config.skip)
-            factored = True
-        load_model_state(model, ckpt["model"])
-        start_epoch, history = ckpt["epoch"], ckpt["history"]
-    optimizer = make_optimizer(config, model)
-    if start_epoch:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if method.one_shot and start_epoch >= config.epochs and not method.sparse_after_cut:
-            regularizer.sparse = 0.0
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if ddp.main:
-        folder.start(config, history)
-
-    amp = config.amp
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
-
-    def choose_forms():
-        """With forms="measured", each factored layer runs in the form timed faster for a
-        training step at the current ranks (a cut can make the counted choice the slower one)."""
-        if config.forms == "measured" and factored:
-            example = torch.zeros((config.batch_size,) + data.image_shape, device=device)
-            if config.channels_last:
-                example = example.contiguous(memory_format=torch.channels_last)
-            set_forms(model, measure_forms(model, example, training=True, amp=amp))
-
-    choose_forms()
-
-    wrapped = _wrap(model, config, ddp, device)
-    steps = len(train)
-    bar = _progress(config, ddp, total=(total_epochs - start_epoch) * steps, epochs=total_epochs)
-    elapsed = history[-1]["time"] if history else 0.0
-    for epoch in range(start_epoch + 1, total_epochs + 1):
+    wrapped = _wrap(run.model, config, ddp, device)
+    bar = _progress(config, ddp, total=(run.total_epochs - run.start_epoch) * len(images.train),
+                    epochs=run.total_epochs)
+    elapsed = run.history[-1]["time"] if run.history else 0.0
+    for epoch in range(run.start_epoch + 1, run.total_epochs + 1):
         t0 = time.perf_counter()
-        train.set_epoch(epoch)
-
-        def set_lr(i, epoch=epoch):
-            lr = lr_at(config, epoch, i, steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-        sums = train_epoch(wrapped, train, optimizer, regularizer, set_lr, autocast, bar, reg_model=model,
-                           label_smoothing=config.label_smoothing)
-        row = {"epoch": epoch, "phase": "finetune" if epoch > config.epochs else "train",
-               "lr": optimizer.param_groups[0]["lr"]}
-        row.update(summarise_epoch(ddp.sum(sums)))
-        if row["nonfinite_steps"]:
-            raise NonFiniteLoss(
-                f"epoch {epoch}: the loss was NaN or infinite in {row['nonfinite_steps']} step(s); "
-                f"stopped. The last good checkpoint ({ckpt_path}, epoch {epoch - 1}) is kept: "
-                "lower lr or the penalty weights and resume")
-
+        row = run.train_epoch(epoch, wrapped, bar)
         pruned = {}
-        if cut_is_due(epoch):
+        if run.cut_is_due(epoch):
             # DDP's reducer holds each parameter's gradient accumulator, which remembers the
             # parameter's shape: drop it before shapes change, and wrap the model anew after.
             wrapped = None
             gc.collect()
-            row[f"{watched}_acc_before_cut"] = _evaluate(model, watch, ddp, autocast, watched)[f"{watched}_acc"]
-            row[f"{watched}_acc_before_cut_recalibrated"] = _recalibrated_accuracy(model, calibration, watch, ddp,
-                                                                                   autocast, watched)
-            if method.factor_at_cut:
-                svdify(model, skip=config.skip)
-                if config.channels_last:
-                    model.to(memory_format=torch.channels_last)
-            reorder = method.reorder(config.reorder)
-            energy = _cut_energy(config, model, dense_params, reorder)
-            pruned = _prune(model, None if method.factor_at_cut else optimizer, energy, config.min_rank, reorder, ddp)
-            if method.factor_at_cut:
-                optimizer = make_optimizer(config, model)  # over the factors; the checkpoint holds them
-                factored = True
-            if method.one_shot:
-                row["cut_energy"] = energy
-            if not method.sparse_after_cut:
-                regularizer.sparse = 0.0
-            choose_forms()
-            # What the cut itself cost: accuracy before and after it, each with BatchNorm statistics
-            # re-estimated for the network as it is (the running statistics lag behind training).
-            row[f"{watched}_acc_after_cut_recalibrated"] = _recalibrated_accuracy(model, calibration, watch, ddp,
-                                                                                  autocast, watched)
-            wrapped = _wrap(model, config, ddp, device)
-
-        row.update(_evaluate(model, watch, ddp, autocast, watched))
-        if watch is not test and epoch == total_epochs:
-            row.update(_evaluate(model, test, ddp, autocast, "test"))
-        if epoch == total_epochs and config.test_per_class is None:
-            # The same test images in the other encodings this machine has (lossless, JPEG).
-            for key, (x, y) in other_test_sets(config.dataset, config.data_dir).items():
-                row.update(_evaluate(model, eval_loader(x, y), ddp, autocast, f"test:{key}"))
+            pruned = run.cut(row)
+            wrapped = _wrap(run.model, config, ddp, device)
+        run.evaluate(row, epoch)
         elapsed += time.perf_counter() - t0
-        row.update(_sizes(model, input_size), pruned={k: v for k, v in pruned.items() if v[0] != v[1]},
+        row.update(_sizes(run.model, images.input_size), pruned={k: v for k, v in pruned.items() if v[0] != v[1]},
                    time=round(elapsed, 3), epoch_time=round(time.perf_counter() - t0, 3), processor=processor())
-        history.append(row)
+        run.history.append(row)
         if ddp.main:
-            folder.end_epoch(row, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
-                             history=history, config=config.to_dict(), factored=factored,
-                             num_classes=data.num_classes, normalization={"mean": mean, "std": std})
+            folder.end_epoch(row, model=run.model.state_dict(), optimizer=run.optimizer.state_dict(), epoch=epoch,
+                             history=run.history, config=config.to_dict(), factored=run.factored,
+                             num_classes=images.data.num_classes,
+                             normalization={"mean": images.mean, "std": images.std})
         ddp.barrier()
         if bar is not None:
+            watched = images.watched
             bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.3f}", **{watched: f"{row[f'{watched}_acc']:.3f}"})
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
     if bar is not None:
         bar.close()
 
-    summary = _summary(config, data, history, dense_params, dense_macs, device, ddp, model, code)
+    summary = _summary(config, images.data, run.history, run.dense_params, run.dense_macs, device, ddp, run.model,
+                       code)
     if ddp.main:
         folder.finish(summary)
     return summary
+
+
+def _open_folder(config: TrainConfig, ddp: Distributed) -> RunFolder:
+    folder = RunFolder(config.out_dir)
+    if ddp.main:
+        if folder.checkpoint.exists() and not config.resume:
+            raise RunExists(f"{folder.path} already holds a run (checkpoint.pt): pass resume=True to "
+                            "continue it, or choose another out_dir")
+        folder.path.mkdir(parents=True, exist_ok=True)
+    ddp.barrier()
+    return folder
+
+
+class _Images:
+    """A run's images as loaders, normalised by its training images' statistics."""
+
+    def __init__(self, config: TrainConfig, ddp: Distributed, device: torch.device):
+        self.config, self.ddp, self.device = config, ddp, device
+        # Rank 0 decodes into the cache first, the others read it.
+        if ddp.main:
+            data = load_dataset(config.dataset, config.data_dir, config.data_source)
+        ddp.barrier()
+        if not ddp.main:
+            data = load_dataset(config.dataset, config.data_dir, config.data_source)
+        self.data = data = data.holdout(config.holdout).subset(config.train_per_class, config.test_per_class)
+        self.input_size = (1,) + data.image_shape
+        self.mean, self.std = mean, std = data.channel_stats()
+        self.train = BatchLoader(data.train_x, data.train_y, config.batch_size, mean, std, train=True,
+                                 device=device, augment=config.augment, seed=config.seed,
+                                 rank=ddp.rank, world_size=ddp.world_size, channels_last=config.channels_last)
+        self.test = self.evaluation(data.test_x, data.test_y)
+        # Fixed, class-balanced training images for re-estimating BatchNorm statistics at a cut,
+        # augmented as training's are: the running statistics describe augmented batches, and plain
+        # images gave statistics 1.5 points of validation accuracy worse than them on the full-data
+        # runs (dense and DPRP 50%, seed 0). Drawn, shuffled and augmented by their own generators,
+        # reseeded the same for every cut and process, so training's batches are untouched.
+        picked = balanced_sample(data.train_y, CALIBRATION_IMAGES // data.num_classes, CALIBRATION_SEED)
+        self.calibration = BatchLoader(data.train_x[picked], data.train_y[picked], min(500, int(picked.sum())),
+                                       mean, std, train=True, augment=config.augment, seed=CALIBRATION_SEED,
+                                       device=device, channels_last=config.channels_last)
+        # With a validation split, each epoch (and every choice) reads it; the test set is read
+        # once, after the last epoch. Without one (quick course runs), each epoch reads the test set.
+        if config.holdout:
+            self.watch, self.watched = self.evaluation(data.val_x, data.val_y), "val"
+        else:
+            self.watch, self.watched = self.test, "test"
+        if len(self.train) == 0:
+            raise ValueError(f"batch_size={config.batch_size} is larger than the training set "
+                             f"({len(data.train_y)} images over {ddp.world_size} process(es))")
+
+    def evaluation(self, x, y) -> BatchLoader:
+        return BatchLoader(x, y, 500, self.mean, self.std, train=False, device=self.device, rank=self.ddp.rank,
+                           world_size=self.ddp.world_size, channels_last=self.config.channels_last)
+
+
+class _Run:
+    """A run in progress: its model, optimizer, penalties and history, one epoch at a time."""
+
+    def __init__(self, config: TrainConfig, ddp: Distributed, device: torch.device, images: _Images, checkpoint):
+        self.config, self.ddp, self.device, self.images = config, ddp, device, images
+        num_classes = images.data.num_classes
+        # The same initial function for every method.
+        torch.manual_seed(config.seed)
+        self.model = model = build_model(config.model, num_classes, config.width).to(device)
+        # Every fraction is of the full-width dense network (a thin control is measured against it too).
+        reference = model if config.width == 1 else build_model(config.model, num_classes).to(device)
+        self.dense_params, self.dense_macs = count_params(reference), count_macs(reference, images.input_size)
+        self.method = method = METHODS[config.method]
+        self.factored = method.factored  # becomes True for posthoc at its cut
+        if self.factored:
+            svdify(model, skip=config.skip)
+        self.regularizer = (Regularizer(config.orth, config.sort, config.sparse, config.sparse_kind)
+                            if method.penalties else None)
+        self.schedule = PruneSchedule(config.prune_warmup, config.prune_every, config.prune_stop)
+        self.total_epochs = config.epochs + (config.finetune_epochs if method.one_shot else 0)
+        self.start_epoch, self.history, saved = 0, [], None
+        if config.resume and checkpoint.exists():
+            saved = load_checkpoint(checkpoint, map_location=device)
+            _check_same_run(config, saved["config"])
+            if saved["factored"] and not self.factored:  # posthoc after its cut
+                svdify(model, skip=config.skip)
+                self.factored = True
+            load_model_state(model, saved["model"])
+            self.start_epoch, self.history = saved["epoch"], saved["history"]
+        self.optimizer = make_optimizer(config, model)
+        if self.start_epoch:
+            self.optimizer.load_state_dict(saved["optimizer"])
+            if method.one_shot and self.start_epoch >= config.epochs and not method.sparse_after_cut:
+                self.regularizer.sparse = 0.0
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
+
+    def choose_forms(self) -> None:
+        """With forms="measured", each factored layer runs in the form timed faster for a
+        training step at the current ranks (a cut can make the counted choice the slower one)."""
+        config = self.config
+        if config.forms == "measured" and self.factored:
+            example = torch.zeros((config.batch_size,) + self.images.data.image_shape, device=self.device)
+            if config.channels_last:
+                example = example.contiguous(memory_format=torch.channels_last)
+            set_forms(self.model, measure_forms(self.model, example, training=True, amp=config.amp))
+
+    def cut_is_due(self, epoch: int) -> bool:
+        if self.method.cuts == "scheduled":
+            return self.schedule.due(epoch)
+        return self.method.one_shot and epoch == self.config.epochs
+
+    def train_epoch(self, epoch: int, wrapped: nn.Module, bar) -> dict:
+        """One epoch of training steps; the epoch's row of metrics so far."""
+        config, train, optimizer = self.config, self.images.train, self.optimizer
+        train.set_epoch(epoch)
+        steps = len(train)
+
+        def set_lr(i):
+            lr = lr_at(config, epoch, i, steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        sums = train_epoch(wrapped, train, optimizer, self.regularizer, set_lr, self.autocast, bar,
+                           reg_model=self.model, label_smoothing=config.label_smoothing)
+        row = {"epoch": epoch, "phase": "finetune" if epoch > config.epochs else "train",
+               "lr": optimizer.param_groups[0]["lr"]}
+        row.update(summarise_epoch(self.ddp.sum(sums)))
+        if row["nonfinite_steps"]:
+            raise NonFiniteLoss(
+                f"epoch {epoch}: the loss was NaN or infinite in {row['nonfinite_steps']} step(s); "
+                f"stopped. The last good checkpoint ({RunFolder(config.out_dir).checkpoint}, epoch {epoch - 1}) "
+                "is kept: lower lr or the penalty weights and resume")
+        return row
+
+    def cut(self, row: dict) -> dict:
+        """Cut ranks as the method says (factoring first for posthoc); record in `row` what the cut
+        itself cost: accuracy before and after it, each with BatchNorm statistics re-estimated for
+        the network as it is (the running statistics lag behind training). {layer: (old, new)}."""
+        config, method, model, watched = self.config, self.method, self.model, self.images.watched
+        row[f"{watched}_acc_before_cut"] = self._evaluate(self.images.watch, watched)[f"{watched}_acc"]
+        row[f"{watched}_acc_before_cut_recalibrated"] = self._recalibrated_accuracy()
+        if method.factor_at_cut:
+            svdify(model, skip=config.skip)
+            if config.channels_last:
+                model.to(memory_format=torch.channels_last)
+        reorder = method.reorder(config.reorder)
+        energy = _cut_energy(config, model, self.dense_params, reorder)
+        pruned = _prune(model, None if method.factor_at_cut else self.optimizer, energy, config.min_rank, reorder,
+                        self.ddp)
+        if method.factor_at_cut:
+            self.optimizer = make_optimizer(config, model)  # over the factors; the checkpoint holds them
+            self.factored = True
+        if method.one_shot:
+            row["cut_energy"] = energy
+        if not method.sparse_after_cut:
+            self.regularizer.sparse = 0.0
+        self.choose_forms()
+        row[f"{watched}_acc_after_cut_recalibrated"] = self._recalibrated_accuracy()
+        return pruned
+
+    def evaluate(self, row: dict, epoch: int) -> None:
+        """The epoch's accuracy on the watched split; after the last epoch, also the test set and
+        the same test images in the other encodings this machine has (lossless, JPEG)."""
+        images = self.images
+        row.update(self._evaluate(images.watch, images.watched))
+        if epoch != self.total_epochs:
+            return
+        if images.watch is not images.test:
+            row.update(self._evaluate(images.test, "test"))
+        if self.config.test_per_class is None:
+            for key, (x, y) in other_test_sets(self.config.dataset, self.config.data_dir).items():
+                row.update(self._evaluate(images.evaluation(x, y), f"test:{key}"))
+
+    def _evaluate(self, loader, split: str) -> dict:
+        return _evaluate(self.model, loader, self.ddp, self.autocast, split)
+
+    def _recalibrated_accuracy(self) -> float:
+        images = self.images
+        return _recalibrated_accuracy(self.model, images.calibration, images.watch, self.ddp, self.autocast,
+                                      images.watched)
 
 
 def _check_same_run(config: TrainConfig, saved: dict) -> None:
