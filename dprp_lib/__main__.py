@@ -145,7 +145,7 @@ def cmd_demo(args) -> int:
 
 # Commands whose module has its own parser: `dprp NAME ARGS` is that module's main(ARGS).
 DELEGATED = {
-    "grid": ("experiments", "train (or resume) a chapter's or a campaign's grid of runs"),
+    "grid": ("launcher", "train (or resume) a chapter's or a campaign's grid of runs"),
     "report": ("report", "the full-data evidence as tables; --write updates README.md and results/"),
     "course": ("course", "execute the course headless and build its site"),
     "release": ("release", "the students' release of the exercises"),

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from dprp_lib import experiments as E
+from dprp_lib import launcher as L
 from dprp_lib.train import fit
 from test_train import DATA_DIR, small
 
@@ -63,11 +64,11 @@ def test_paper_mode_is_the_full_set_at_the_papers_length():
 def test_variants_pick_runs_in_the_order_given(tmp_path, capsys, monkeypatch):
     common = ["08_resnet20_cifar10", "--mode", "paper", "--threads", "1", "--max-runs", "0", "--results", str(tmp_path)]
     launched = []
-    monkeypatch.setattr(E, "launch", lambda configs, *a, **k: launched.append(list(configs)) or {})
-    assert E.main(common + ["--variants", "resnet20 dprp 94%", "resnet20 dense"]) == 0
+    monkeypatch.setattr(L, "launch", lambda configs, *a, **k: launched.append(list(configs)) or {})
+    assert L.main(common + ["--variants", "resnet20 dprp 94%", "resnet20 dense"]) == 0
     assert launched == [[f"resnet20 {v} | seed {s}" for v in ("dprp 94%", "dense") for s in (0, 1, 2)]]
     with pytest.raises(SystemExit):
-        E.main(common + ["--variants", "dense"])
+        L.main(common + ["--variants", "dense"])
     assert "--variants: ['dense'] not in the 08_resnet20_cifar10 grid" in capsys.readouterr().err
 
 
@@ -123,18 +124,18 @@ def test_svd_training_preset_fine_tunes_within_the_same_length():
 def test_launch_trains_a_run_with_two_names_once(tmp_path):
     config = dataclasses.replace(E.preset("smoke"), data_dir=str(E.paths.DATA), epochs=1)
     lines = []
-    codes = E.launch({"orth=1": config, "sort=1": config}, tmp_path, parallel=2, threads=1, log=lines.append)
+    codes = L.launch({"orth=1": config, "sort=1": config}, tmp_path, parallel=2, threads=1, log=lines.append)
     assert codes == {"orth=1": 0} and lines[0].startswith("0 of 1 runs already")  # one process, not two
     assert (tmp_path / E.config_key(config) / "summary.json").is_file()
-    assert E.launch({"orth=1": config, "sort=1": config}, tmp_path, parallel=2, log=lines.append) == {}
+    assert L.launch({"orth=1": config, "sort=1": config}, tmp_path, parallel=2, log=lines.append) == {}
     assert lines[-1].startswith("1 of 1 runs already")
 
 
 def test_launch_prepares_each_data_set_once_before_starting_processes(tmp_path, monkeypatch):
     configs = {f"tiny | seed {s}": dataclasses.replace(small(tmp_path), epochs=1, seed=s) for s in (0, 1, 2)}
     events = []
-    monkeypatch.setattr(E, "load_dataset", lambda *a: events.append(("data", a)))
-    monkeypatch.setattr(E, "other_test_sets", lambda *a: events.append(("other encodings", a)))
+    monkeypatch.setattr(L, "load_dataset", lambda *a: events.append(("data", a)))
+    monkeypatch.setattr(L, "other_test_sets", lambda *a: events.append(("other encodings", a)))
 
     class Finished:  # a training process that has already exited
         returncode = 0
@@ -145,8 +146,8 @@ def test_launch_prepares_each_data_set_once_before_starting_processes(tmp_path, 
         def poll(self):
             return 0
 
-    monkeypatch.setattr(E.subprocess, "Popen", Finished)
-    codes = E.launch(configs, tmp_path / "results", parallel=3, log=lambda line: None)
+    monkeypatch.setattr(L.subprocess, "Popen", Finished)
+    codes = L.launch(configs, tmp_path / "results", parallel=3, log=lambda line: None)
     assert codes == {name: 0 for name in configs}
     c = configs["tiny | seed 0"]
     assert events[0] == ("data", (c.dataset, c.data_dir, c.data_source))
@@ -157,10 +158,10 @@ def test_launch_prepares_each_data_set_once_before_starting_processes(tmp_path, 
 def test_launch_trains_in_parallel_processes_then_collects(tmp_path, monkeypatch):
     configs = {f"tiny | seed {s}": dataclasses.replace(small(tmp_path), epochs=1, seed=s) for s in (0, 1)}
     lines = []
-    assert E.launch(configs, tmp_path / "results", parallel=2, log=lines.append, limit=1) == {"tiny | seed 0": 0}
+    assert L.launch(configs, tmp_path / "results", parallel=2, log=lines.append, limit=1) == {"tiny | seed 0": 0}
     assert "training 1 of the 2 missing" in lines[0]
-    assert E.launch(configs, tmp_path / "results", parallel=2, log=lines.append) == {"tiny | seed 1": 0}
-    assert E.launch(configs, tmp_path / "results", parallel=2, log=lines.append) == {}  # nothing left to do
+    assert L.launch(configs, tmp_path / "results", parallel=2, log=lines.append) == {"tiny | seed 1": 0}
+    assert L.launch(configs, tmp_path / "results", parallel=2, log=lines.append) == {}  # nothing left to do
     assert "2 of 2 runs already" in lines[-1]
     monkeypatch.setattr(E, "grid", lambda chapter, mode, dataset=None: configs)
     table = E.collect("any", "smoke", tmp_path / "results")

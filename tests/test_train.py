@@ -135,17 +135,17 @@ def test_a_committed_checkpoint_resumes_elsewhere_through_the_launcher(reference
     copied to another clone's results/, is resumed there by the launcher to the uninterrupted result."""
     import shutil
 
-    from dprp_lib import experiments as E
+    from dprp_lib import experiments as E, launcher as L
 
     _, summary, history = reference
     cfg = small(tmp_path, epochs=3)
     cfg.out_dir = str(tmp_path / "campaign" / E.config_key(cfg))
     interrupt_after_first_epoch(cfg)
-    assert E.snapshot({"tiny": cfg}, tmp_path / "campaign", tmp_path / "clone", log=None) == [E.config_key(cfg)]
+    assert L.snapshot({"tiny": cfg}, tmp_path / "campaign", tmp_path / "clone", log=None) == [E.config_key(cfg)]
     shutil.rmtree(tmp_path / "campaign")  # the first machine is gone
     clone = tmp_path / "clone" / E.config_key(cfg)
     assert sorted(p.name for p in clone.iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl"]
-    assert E.launch({"tiny": cfg}, tmp_path / "clone", parallel=1, threads=torch.get_num_threads(),
+    assert L.launch({"tiny": cfg}, tmp_path / "clone", parallel=1, threads=torch.get_num_threads(),
                     log=lambda line: None) == {"tiny": 0}
     assert stable(rows(clone)) == stable(history)
     assert json.loads((clone / "summary.json").read_text())["test_acc"] == summary["test_acc"]
