@@ -10,6 +10,18 @@ from torch import nn
 from .layers import SVDConv2d, SVDLayer, SVDLinear
 
 _FACTORED = {nn.Conv2d: SVDConv2d, nn.Linear: SVDLinear}
+# The forms a factored layer can be deployed in: one dense op; two stages at its rank; two stages
+# with the rank padded by zero directions up to a multiple of ALIGN (the same function, more
+# weights; vector units and oneDNN's channel blocks can run it faster than the odd rank).
+DEPLOYED_FORMS = ("dense", "factored", "padded")
+ALIGN = 8
+
+
+def aligned_rank(rank: int, multiple: int = ALIGN) -> int:
+    """The smallest multiple of `multiple` at or above `rank`."""
+    if rank < 1 or multiple < 1:
+        raise ValueError(f"rank and multiple must be >= 1, got {rank} and {multiple}")
+    return -(-rank // multiple) * multiple
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -43,14 +55,19 @@ def svdify(model: nn.Module, skip: Iterable[str] | Callable[[str, nn.Module], bo
 
 
 def _deployed_form(layer: SVDLayer, form: str | None = None) -> nn.Module:
-    """One factored layer in plain torch: `form` "dense" or "factored" (s folded into U);
-    None takes the form with fewer weights."""
-    if form not in (None, "dense", "factored"):
-        raise ValueError(f"a layer's form must be 'dense' or 'factored', got {form!r}")
+    """One factored layer in plain torch: `form` "dense", "factored" (s folded into U) or "padded"
+    (factored, the rank padded with zero directions to a multiple of ALIGN); None takes the form
+    with fewer weights."""
+    if form is not None and form not in DEPLOYED_FORMS:
+        raise ValueError(f"a layer's form must be one of {DEPLOYED_FORMS}, got {form!r}")
     if form == "dense" or (form is None and not layer.factored_is_cheaper):
         return layer.to_dense()
     U, s, V = (layer.grouped(t.detach()) for t in layer.factors())
     g, r, p = layer.groups, layer.rank, layer.U
+    if form == "padded" and aligned_rank(r) > r:
+        extra = aligned_rank(r) - r  # zero singular values: the added directions contribute nothing
+        U, s, V = (torch.cat([t, t.new_zeros(t.shape[:-1] + (extra,))], dim=-1) for t in (U, s, V))
+        r = aligned_rank(r)
     opts = dict(device=p.device, dtype=p.dtype)
     if isinstance(layer, SVDLinear):
         first = nn.Linear(layer.in_features, r, bias=False, **opts)
@@ -74,8 +91,8 @@ def compact(model: nn.Module, forms: dict[str, str] | None = None) -> nn.Module:
     """A copy of `model` in plain torch modules, each factored layer in its smaller form.
 
     A layer below its break-even rank becomes two plain layers (n→r, then r→m); any other
-    layer becomes one dense layer. `forms` ({layer name: "dense" | "factored"}, e.g. from
-    `forms.measure_forms`) overrides that choice per layer. Outputs equal the factored model's.
+    layer becomes one dense layer. `forms` ({layer name: "dense" | "factored" | "padded"}, e.g.
+    from `forms.measure_forms`) overrides that choice per layer. Outputs equal the factored model's.
     """
     if isinstance(model, SVDLayer):
         return _deployed_form(model, (forms or {}).get(""))

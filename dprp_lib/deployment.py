@@ -1,8 +1,10 @@
 """A trained model built for inference, and its export to ONNX or torch.export.
 
 `deploy(model, example)` goes further than `compact()`:
-  1. each factored layer takes the form measured faster at the example's shape (not only
-     the one with fewer weights: see dprp_lib.forms), with s folded into U;
+  1. each factored layer takes the form measured fastest at the example's shape, timed as the
+     plain modules inference runs (not only the one with fewer weights: see dprp_lib.forms):
+     dense, two stages with s folded into U, or two stages with the rank padded by zero
+     directions to a multiple of 8 (the same function; see convert.DEPLOYED_FORMS);
   2. every BatchNorm is folded into the convolution before it (the second stage of a
      factored layer), so inference runs no separate normalisation;
   3. weights and activations in channels_last, the layout CPU convolutions run fastest in.
@@ -17,8 +19,8 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
-from .convert import compact
-from .forms import check_forms, measure_forms
+from .convert import DEPLOYED_FORMS, _deployed_form, aligned_rank, compact
+from .forms import _median_time, check_forms, input_shapes
 
 EXPORT_FORMATS = {".onnx": "ONNX (ONNX Runtime and other runtimes)", ".pt2": "torch.export (torch.export.load)"}
 
@@ -27,8 +29,8 @@ def deploy(model: nn.Module, example: torch.Tensor, forms: str = "measured", fol
            channels_last: bool = True) -> nn.Module:
     """A plain-torch inference copy of `model` (factored or not), for inputs shaped like `example`.
 
-    `forms`: "measured" times both forms of each factored layer on this machine at the
-    example's batch size; "count" takes the form with fewer weights (as `compact`).
+    `forms`: "measured" times each factored layer's deployed forms on this machine at the
+    example's batch size (`deployed_forms`); "count" takes the form with fewer weights (as `compact`).
     """
     check_forms(forms)
     if example.dim() != 4:
@@ -37,7 +39,7 @@ def deploy(model: nn.Module, example: torch.Tensor, forms: str = "measured", fol
     model.eval()
     try:
         x = example.contiguous(memory_format=torch.channels_last) if channels_last else example
-        chosen = measure_forms(model, x) if forms == "measured" else None
+        chosen = deployed_forms(model, x) if forms == "measured" else None
         small = compact(model, chosen).eval()
     finally:
         model.train(was_training)
@@ -46,6 +48,39 @@ def deploy(model: nn.Module, example: torch.Tensor, forms: str = "measured", fol
     if channels_last:
         small = small.to(memory_format=torch.channels_last)
     return small
+
+
+def deployed_forms(model: nn.Module, example: torch.Tensor, repeats: int = 5,
+                   timings: dict | None = None) -> dict[str, str]:
+    """The fastest deployed form of each factored layer at its input shape on `example`, timed
+    as the plain modules an inference runs (eval, no gradients, the example's layout).
+
+    Layers at or above their break-even rank stay dense without timing (two stages would do
+    more work); "padded" is timed only where it adds directions. `timings`, when given,
+    receives each timed layer's seconds per form.
+    """
+    chosen = {}
+    with torch.no_grad():
+        for name, (shape, nhwc) in input_shapes(model, example).items():
+            layer = model.get_submodule(name)
+            if not layer.factored_is_cheaper:
+                chosen[name] = "dense"
+                continue
+            forms = [f for f in DEPLOYED_FORMS if f != "padded" or aligned_rank(layer.rank) > layer.rank]
+            g = torch.Generator(device=layer.U.device).manual_seed(0)
+            x = torch.randn(shape, device=layer.U.device, dtype=layer.U.dtype, generator=g)
+            layout = torch.channels_last if nhwc else torch.contiguous_format
+            x = x.contiguous(memory_format=layout)
+            seconds = {}
+            for form in forms:
+                module = _deployed_form(layer, form).eval()
+                if x.dim() == 4:
+                    module = module.to(memory_format=layout)
+                seconds[form] = _median_time(lambda: module(x), repeats)
+            chosen[name] = min(seconds, key=seconds.get)
+            if timings is not None:
+                timings[name] = seconds
+    return chosen
 
 
 def export(model: nn.Module, path, example: torch.Tensor) -> Path:
@@ -88,4 +123,4 @@ def _export_onnx(model: nn.Module, path: Path, example: torch.Tensor, batch) -> 
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
-__all__ = ["deploy", "export", "EXPORT_FORMATS"]
+__all__ = ["deploy", "deployed_forms", "export", "EXPORT_FORMATS"]

@@ -133,3 +133,56 @@ def test_torch_export_and_atomic_replacement(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt2"]  # and no partial file is left
     with pytest.raises(ValueError, match=r"model\.tflite.*\.onnx.*\.pt2"):
         export(small, tmp_path / "model.tflite", x)
+
+
+@pytest.mark.parametrize("groups,rank", [(1, 5), (1, 8), (2, 3), (1, 1)])
+def test_a_padded_rank_computes_the_same_function_with_aligned_weights(groups, rank, f64):
+    from dprp_lib.convert import aligned_rank, compact
+
+    torch.manual_seed(rank)
+    conv = dprp.SVDConv2d(8, 16, 3, padding=1, groups=groups)
+    conv.truncate(rank)
+    lin = dprp.SVDLinear(20, 12)
+    lin.truncate(rank)
+    for layer, x in ((conv, torch.randn(2, 8, 6, 6)), (lin, torch.randn(3, 20))):
+        padded, factored = compact(layer, {"": "padded"}), compact(layer, {"": "factored"})
+        r = aligned_rank(rank)
+        first, second = padded
+        expected = (groups * r, r) if layer is conv else (r, r)  # stage 1 outputs, stage 2 inputs per group
+        assert (first.weight.shape[0], second.weight.shape[1]) == expected
+        # zero directions: the same outputs to float64 rounding, and the cost of the padding in weights
+        torch.testing.assert_close(padded(x), layer(x), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(padded(x), factored(x), rtol=1e-12, atol=1e-12)
+        per_direction = (layer.m + layer.n) * layer.groups
+        assert dprp.count_params(padded) - dprp.count_params(factored) == (r - rank) * per_direction
+    assert [aligned_rank(r) for r in (1, 7, 8, 9, 17)] == [8, 8, 8, 16, 24]
+    with pytest.raises(ValueError, match="form"):
+        compact(lin, {"": "aligned"})
+
+
+def test_deployed_forms_time_the_plain_modules_and_keep_the_fastest(monkeypatch):
+    from dprp_lib import deployment as D
+
+    model = trained_like_resnet()
+    calls = []
+
+    def fake_median(fn, repeats):
+        fn()
+        calls.append(None)
+        return [3.0, 2.0, 1.0][len(calls) % 3]  # timings that differ from call to call
+
+    monkeypatch.setattr(D, "_median_time", fake_median)
+    timings = {}
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    chosen = D.deployed_forms(model, x, timings=timings)
+    for name, layer in dprp.svd_layers(model):
+        if not layer.factored_is_cheaper:
+            assert chosen[name] == "dense" and name not in timings
+        elif layer.rank % 8:
+            assert set(timings[name]) == {"dense", "factored", "padded"}
+        else:  # already aligned: padding would add nothing
+            assert set(timings[name]) == {"dense", "factored"}
+    assert "padded" in chosen.values()
+    small = D.compact(model, chosen).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), model(x), rtol=1e-4, atol=1e-4)
