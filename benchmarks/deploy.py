@@ -3,12 +3,13 @@
 For each size (about 75%, 50% and 30% of the dense parameters), batch size and runtime, in
 one process (nothing else should run on the machine meanwhile):
   - the dense model and the compacted one, both built by `dprp_lib.deploy` (BatchNorm
-    folded, channels_last, factored layers in the form measured faster at that batch size);
+    folded, channels_last, factored layers in the form measured fastest at that batch size:
+    dense, two stages, or two stages with the rank padded to a multiple of 8);
   - runtimes: torch eager, torch.compile and ONNX Runtime with the forms measured in torch
     eager, and eager and ONNX Runtime with the counted forms (fewer multiply-accumulates, as
     `compact()`); every ratio compares the two models in the same runtime, layout and batch size;
   - a layer-by-layer table (the ~50% model, largest batch): each factored layer's time in
-    its dense and its two-stage form, and the form deploy() kept.
+    its dense, two-stage and padded two-stage forms, and the form deploy() kept.
 Ranks come from the committed full-data DPRP runs (results/runs/) whose size is nearest each
 target, and from a uniform cut of every layer where none is within 10 points. Weights are
 random: the time of a dense convolution does not depend on its values.
@@ -31,8 +32,7 @@ from pathlib import Path
 import torch
 
 import dprp_lib as dprp
-from dprp_lib.deployment import deploy, export
-from dprp_lib.forms import measure_forms
+from dprp_lib.deployment import deploy, deployed_forms, export
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = (0.75, 0.5, 0.3)
@@ -169,12 +169,12 @@ def main(argv=None):
                 params[name] = dprp.count_params(built[name]["measured"])
                 if name == "~50%" and batch == max(args.batches):
                     timings = {}
-                    chosen = measure_forms(source, x.contiguous(memory_format=torch.channels_last), timings=timings)
+                    chosen = deployed_forms(source, x.contiguous(memory_format=torch.channels_last), timings=timings)
                     for layer_name, layer in dprp.svd_layers(source):
-                        t = timings.get(layer_name)
+                        t = timings.get(layer_name, {})
                         layers.append({"layer": layer_name, "rank": f"{layer.rank}/{layer.max_rank}",
-                                       "dense_ms": t and round(t["dense"] * 1e3, 3),
-                                       "factored_ms": t and round(t["factored"] * 1e3, 3),
+                                       **{f"{form}_ms": round(t[form] * 1e3, 3) if form in t else None
+                                          for form in ("dense", "factored", "padded")},
                                        "form": chosen[layer_name]})
             for runtime in args.runtimes:
                 forms = "count" if runtime.endswith("_counted_forms") else "measured"
