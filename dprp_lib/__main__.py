@@ -103,11 +103,14 @@ def cmd_export(args) -> int:
     channels = 1 if run.config.dataset == "fashion-mnist" else 3
     size = 28 if channels == 1 else 32
     example = torch.zeros(args.tune_batch, channels, size, size)
-    small = deploy(model, example, forms=args.forms)
+    # Forms are timed in the runtime that will run the file.
+    runtime = "onnxruntime" if out.suffix == ".onnx" else "eager"
+    small = deploy(model, example, forms=args.forms, runtime=runtime)
     export(small, out, example[:2])
     load = "torch.export.load(path).module()" if out.suffix == ".pt2" else "onnxruntime.InferenceSession(path)"
-    print(f"wrote {out}: {count_params(small):,} parameters (factored model: {count_params(model):,}; "
-          f"BatchNorm folded, layer forms {args.forms} at batch {args.tune_batch}); load it with {load}")
+    how = f"timed in {runtime} at batch {args.tune_batch}" if args.forms == "measured" else "counted"
+    print(f"wrote {out} and {out}.deployment.json: {count_params(small):,} parameters (factored model: "
+          f"{count_params(model):,}; BatchNorm folded, layer forms {how}); load it with {load}")
     return 0
 
 
@@ -185,7 +188,8 @@ def main(argv=None) -> int:
     p.add_argument("run", help="a run folder or a checkpoint file")
     p.add_argument("-o", "--output", required=True, help="the file to write: .onnx or .pt2 (format from the suffix)")
     p.add_argument("--forms", choices=["measured", "count"], default="measured",
-                   help="each layer's form: the faster one timed here (default), or the one with fewer weights")
+                   help="each layer's form: the fastest one timed here in the file's runtime (ONNX Runtime for .onnx, "
+                        "torch for .pt2; default), or the one with fewer weights")
     p.add_argument("--tune-batch", type=int, default=64, help="the batch size the forms are timed at")
     p.set_defaults(func=cmd_export)
 

@@ -12,6 +12,7 @@ It still computes what the factored model computes (to float32 rounding), in eva
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
+from .checkpoint import write_text_atomic
 from .convert import DEPLOYED_FORMS, _deployed_form, aligned_rank, compact
 from .forms import _median_time, check_forms, input_shapes
 
@@ -26,11 +28,13 @@ EXPORT_FORMATS = {".onnx": "ONNX (ONNX Runtime and other runtimes)", ".pt2": "to
 
 
 def deploy(model: nn.Module, example: torch.Tensor, forms: str = "measured", fold_batchnorm: bool = True,
-           channels_last: bool = True) -> nn.Module:
+           channels_last: bool = True, runtime: str = "eager") -> nn.Module:
     """A plain-torch inference copy of `model` (factored or not), for inputs shaped like `example`.
 
     `forms`: "measured" times each factored layer's deployed forms on this machine at the
-    example's batch size (`deployed_forms`); "count" takes the form with fewer weights (as `compact`).
+    example's batch size in `runtime` ("eager" or "onnxruntime": `deployed_forms`); "count" takes
+    the form with fewer weights (as `compact`). The choice and its timings are kept on the
+    result as `.deployment`, and `export` writes them beside the file.
     """
     check_forms(forms)
     if example.dim() != 4:
@@ -39,7 +43,8 @@ def deploy(model: nn.Module, example: torch.Tensor, forms: str = "measured", fol
     model.eval()
     try:
         x = example.contiguous(memory_format=torch.channels_last) if channels_last else example
-        chosen = deployed_forms(model, x) if forms == "measured" else None
+        timings = {}
+        chosen = deployed_forms(model, x, runtime, timings=timings) if forms == "measured" else None
         small = compact(model, chosen).eval()
     finally:
         model.train(was_training)
@@ -47,18 +52,27 @@ def deploy(model: nn.Module, example: torch.Tensor, forms: str = "measured", fol
         small = fuse(small)  # traces with torch.fx; conv→BatchNorm pairs become one conv
     if channels_last:
         small = small.to(memory_format=torch.channels_last)
+    small.deployment = {"forms_by": forms, "runtime": runtime if forms == "measured" else None,
+                        "batch": example.shape[0], "forms": chosen, "seconds": timings if chosen else None}
     return small
 
 
-def deployed_forms(model: nn.Module, example: torch.Tensor, repeats: int = 5,
+RUNTIMES = ("eager", "onnxruntime")  # where a deployed model's layer forms are timed
+
+
+def deployed_forms(model: nn.Module, example: torch.Tensor, runtime: str = "eager", repeats: int = 5,
                    timings: dict | None = None) -> dict[str, str]:
     """The fastest deployed form of each factored layer at its input shape on `example`, timed
-    as the plain modules an inference runs (eval, no gradients, the example's layout).
+    as the plain modules an inference runs (eval, no gradients, the example's layout) in
+    `runtime`: "eager" (torch) or "onnxruntime" (each form exported alone and run in ONNX
+    Runtime, with as many threads as torch uses here).
 
     Layers at or above their break-even rank stay dense without timing (two stages would do
     more work); "padded" is timed only where it adds directions. `timings`, when given,
     receives each timed layer's seconds per form.
     """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     chosen = {}
     with torch.no_grad():
         for name, (shape, nhwc) in input_shapes(model, example).items():
@@ -76,11 +90,32 @@ def deployed_forms(model: nn.Module, example: torch.Tensor, repeats: int = 5,
                 module = _deployed_form(layer, form).eval()
                 if x.dim() == 4:
                     module = module.to(memory_format=layout)
-                seconds[form] = _median_time(lambda: module(x), repeats)
+                call = _onnxruntime_call(module, x) if runtime == "onnxruntime" else (lambda m=module: m(x))
+                seconds[form] = _median_time(call, repeats)
             chosen[name] = min(seconds, key=seconds.get)
             if timings is not None:
                 timings[name] = seconds
     return chosen
+
+
+def _onnxruntime_call(module: nn.Module, x: torch.Tensor):
+    """A function that runs `module` on `x` in ONNX Runtime (for timing one layer's form)."""
+    import io
+    import warnings
+
+    import onnxruntime as ort  # the "deploy" extra
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # One layer, fixed shapes: the TorchScript exporter takes milliseconds where the dynamo
+        # one takes seconds, and writes the same Conv/Gemm nodes.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x.contiguous(),), buffer, input_names=["x"], dynamo=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    feed = {"x": x.contiguous().cpu().numpy()}
+    return lambda: session.run(None, feed)
 
 
 def export(model: nn.Module, path, example: torch.Tensor) -> Path:
@@ -88,7 +123,8 @@ def export(model: nn.Module, path, example: torch.Tensor) -> Path:
     `example` gives the input's shape after the batch dimension.
 
     The file is written beside `path` and renamed into place, so an existing file is
-    replaced only by a complete one.
+    replaced only by a complete one. A model from `deploy` also gets `<path>.deployment.json`:
+    each layer's form, how it was chosen (runtime, batch) and the timings.
     """
     path = Path(path)
     if path.suffix not in EXPORT_FORMATS:
@@ -111,6 +147,8 @@ def export(model: nn.Module, path, example: torch.Tensor) -> Path:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    if getattr(model, "deployment", None) is not None:
+        write_text_atomic(Path(f"{path}.deployment.json"), json.dumps(model.deployment, indent=2) + "\n")
     return path
 
 
@@ -123,4 +161,4 @@ def _export_onnx(model: nn.Module, path: Path, example: torch.Tensor, batch) -> 
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
-__all__ = ["deploy", "deployed_forms", "export", "EXPORT_FORMATS"]
+__all__ = ["deploy", "deployed_forms", "export", "EXPORT_FORMATS", "RUNTIMES"]

@@ -92,7 +92,7 @@ def test_set_forms_and_bad_forms():
         deploy(model, torch.zeros(1, 3, 32, 32), forms="fastest")
     with pytest.raises(ValueError, match="not factored layers"):
         dprp.compact(model, {"fc.nope": "dense"})
-    with pytest.raises(ValueError, match="'dense' or 'factored'"):
+    with pytest.raises(ValueError, match="form must be one of"):
         dprp.compact(model, {name: "fast"})
     with pytest.raises(ValueError, match="image batch"):
         deploy(model, torch.zeros(3, 32, 32))
@@ -130,7 +130,8 @@ def test_torch_export_and_atomic_replacement(tmp_path):
     with pytest.raises(Exception, match="cannot trace"):
         export(Broken(), path, torch.randn(2, 3, 32, 32))
     assert path.read_bytes() == before  # the old file survives a failed export
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt2"]  # and no partial file is left
+    # and no partial file is left (beside the first export's record of its layer forms)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt2", "model.pt2.deployment.json"]
     with pytest.raises(ValueError, match=r"model\.tflite.*\.onnx.*\.pt2"):
         export(small, tmp_path / "model.tflite", x)
 
@@ -186,3 +187,24 @@ def test_deployed_forms_time_the_plain_modules_and_keep_the_fastest(monkeypatch)
     small = D.compact(model, chosen).eval()
     with torch.no_grad():
         torch.testing.assert_close(small(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_forms_are_timed_in_onnx_runtime_for_an_onnx_export_and_saved_beside_it(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    import json
+
+    model = trained_like_resnet(3)
+    x = torch.randn(4, 3, 32, 32)
+    small = deploy(model, x, runtime="onnxruntime")
+    info = small.deployment
+    assert info["runtime"] == "onnxruntime" and info["batch"] == 4
+    timed = {n for n, layer in dprp.svd_layers(model) if layer.factored_is_cheaper}
+    assert set(info["seconds"]) == timed and set(info["forms"]) == {n for n, _ in dprp.svd_layers(model)}
+    assert all(info["forms"][n] == min(info["seconds"][n], key=info["seconds"][n].get) for n in timed)
+    path = export(small, tmp_path / "model.onnx", x)
+    assert json.loads((tmp_path / "model.onnx.deployment.json").read_text())["forms"] == info["forms"]
+    (out,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(out, model(x).numpy(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="runtime"):
+        deploy(model, x, runtime="tensorrt")
