@@ -1,67 +1,362 @@
-"""The student release: solutions out, graded tests kept; the student version runs up to the
-first exercise, and the instructor version (notebooks/) passes every graded cell."""
+"""The release and grading of the exercises, by nbgrader itself.
+
+- nbgrader's generate_assignment accepts every chapter (cell metadata, grade ids, locked cells,
+  checksums) and takes out answers, hidden tests and outputs;
+- the instructor version autograded by nbgrader gets full marks; a submission with wrong
+  answers loses exactly the points of those exercises, also where only a hidden test or a
+  tampered (locked) test cell is involved; feedback is generated;
+- the student release runs, failing only where the student has to write something;
+- plausible wrong answers fail each graded cell (run without a kernel, on the chapters' own cells).
+
+The autograded chapters are the fast ones (07, 08, 09 load committed runs in a few seconds);
+chapter 01 takes 20-60 s a run on a 2-core CPU and is released but not autograded here.
+"""
+import re
+import shutil
+
 import nbformat
 import pytest
-from papermill.exceptions import PapermillExecutionError
+from nbclient import NotebookClient
 
-from dprp_lib.course import chapters, execute
-from dprp_lib.release import graded_cells, student_version, write_release
+from dprp_lib import release
+from dprp_lib.course import chapters
 from conftest import require_mirror
 from test_notebooks import ROOT
 
-GRADED = [p for p in chapters() if graded_cells(nbformat.read(p, as_version=4))]
+GRADED = [p for p in chapters() if release.graded_cells(nbformat.read(p, as_version=4))]
+AUTOGRADED = ["07_ablations", "08_resnet20_cifar10", "09_results_vs_paper"]
+STUB = re.compile(r"^([ \t]*)# YOUR CODE HERE\n[ \t]*raise NotImplementedError\(\)\n?", re.M)
+SOLUTION = re.compile(r"^([ \t]*)### BEGIN SOLUTION\n(.*?)^[ \t]*### END SOLUTION[ \t]*\n?", re.M | re.S)
+
+
+def meta(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def exercises(nb):
+    """(answer cell, graded test cell) of each code exercise, in order."""
+    pairs = []
+    for i, cell in enumerate(nb.cells):
+        if meta(cell).get("solution") and cell.cell_type == "code":
+            test = next(c for c in nb.cells[i + 1:] if meta(c).get("grade") and c.cell_type == "code")
+            pairs.append((cell, test))
+    return pairs
+
+
+def with_body(source: str, body: str) -> str:
+    """`source` (an answer cell, instructor's or student's) with its answer replaced by `body`."""
+    indent = lambda m: "".join(m.group(1) + line + "\n" for line in body.splitlines())
+    replaced = SOLUTION.sub(indent, source) if "### BEGIN SOLUTION" in source else STUB.sub(indent, source)
+    assert replaced != source
+    return replaced
+
+
+def instructor_answer(cell) -> str:
+    m = SOLUTION.search(cell.source)
+    return "".join(line[len(m.group(1)):] + "\n" for line in m.group(2).splitlines())
+
+
+# Plausible wrong answers to each exercise: every one must fail its graded cell.
+H07 = "n = len(d)\nmean = sum(d) / n\n"
+SD07 = "sd = (sum((x - mean) ** 2 for x in d) / (n - 1)) ** 0.5\n"
+CUM01 = "cumulative = torch.cumsum(e, 0)\n"
+WRONG = {
+    "energy_rule": {
+        "the library's rank_for_energy": "from dprp_lib.lowrank import rank_for_energy\nreturn rank_for_energy(s, keep)",
+        "the library's energy_rank": "return dprp.energy_rank(torch.sort(s.abs(), descending=True).values, 1 - keep)",
+        "dropped abs": "e = torch.sort(s, descending=True).values.double().square()\n" + CUM01
+                       + "return min(int((cumulative < keep * cumulative[-1]).sum()) + 1, len(s))",
+        "off by one (no + 1)": "e = torch.sort(s.abs(), descending=True).values.double().square()\n" + CUM01
+                               + "return min(int((cumulative < keep * cumulative[-1]).sum()), len(s))",
+        "<= (strictly more than keep)": "e = torch.sort(s.abs(), descending=True).values.double().square()\n" + CUM01
+                                        + "return min(int((cumulative <= keep * cumulative[-1]).sum()) + 1, len(s))",
+        "no sort": "e = s.abs().double().square()\n" + CUM01
+                   + "return min(int((cumulative < keep * cumulative[-1]).sum()) + 1, len(s))",
+        "ascending sort": "e = torch.sort(s.abs()).values.double().square()\n" + CUM01
+                          + "return min(int((cumulative < keep * cumulative[-1]).sum()) + 1, len(s))",
+        "|s| for the energy": "e = torch.sort(s.abs(), descending=True).values.double()\n" + CUM01
+                              + "return min(int((cumulative < keep * cumulative[-1]).sum()) + 1, len(s))",
+        "keep read as epsilon": "e = torch.sort(s.abs(), descending=True).values.double().square()\n" + CUM01
+                                + "return min(int((cumulative < (1 - keep) * cumulative[-1]).sum()) + 1, len(s))",
+        "keep ignored (0.9)": "e = torch.sort(s.abs(), descending=True).values.double().square()\n" + CUM01
+                              + "return min(int((cumulative < 0.9 * cumulative[-1]).sum()) + 1, len(s))",
+        "keep = 1 -> every direction": "if keep == 1:\n    return len(s)\n"
+                                       "e = torch.sort(s.abs(), descending=True).values.double().square()\n" + CUM01
+                                       + "return min(int((cumulative < keep * cumulative[-1]).sum()) + 1, len(s))",
+        "largest k below keep": "e = torch.sort(s.abs(), descending=True).values.double().square()\n" + CUM01
+                                + "return max(int((cumulative <= keep * cumulative[-1]).sum()), 1)",
+        "values above keep x max": "return int((s.abs() >= keep * s.abs().max()).sum())",
+        "constant len(s)": "return len(s)",
+        "constant 1": "return 1",
+    },
+    "interval": {
+        "the library's mean_interval": "from dprp_lib.experiments import mean_interval\nreturn mean_interval(d)",
+        "population sd (/ n)": H07 + "sd = (sum((x - mean) ** 2 for x in d) / n) ** 0.5\n"
+                               "half = T95[n - 1] * sd / n ** 0.5\nreturn mean, mean - half, mean + half",
+        "off by one: t with n degrees of freedom": H07 + SD07 + "half = T95.get(n, 2.571) * sd / n ** 0.5\n"
+                                                   "return mean, mean - half, mean + half",
+        "z = 1.96 for t": H07 + SD07 + "half = 1.96 * sd / n ** 0.5\nreturn mean, mean - half, mean + half",
+        "sd / n": H07 + SD07 + "half = T95[n - 1] * sd / n\nreturn mean, mean - half, mean + half",
+        "no sqrt(n)": H07 + SD07 + "half = T95[n - 1] * sd\nreturn mean, mean - half, mean + half",
+        "variance for sd": H07 + "sd = sum((x - mean) ** 2 for x in d) / (n - 1)\n"
+                           "half = T95[n - 1] * sd / n ** 0.5\nreturn mean, mean - half, mean + half",
+        "(low, mean, high)": H07 + SD07 + "half = T95[n - 1] * sd / n ** 0.5\nreturn mean - half, mean, mean + half",
+        "mean of |d|": "n = len(d)\nmean = sum(abs(x) for x in d) / n\n" + SD07
+                       + "half = T95[n - 1] * sd / n ** 0.5\nreturn mean, mean - half, mean + half",
+        "t fixed at t_1": H07 + SD07 + "half = T95[1] * sd / n ** 0.5\nreturn mean, mean - half, mean + half",
+        "median for the centre": "n = len(d)\nmean = sorted(d)[n // 2] if n % 2 else sum(sorted(d)[n // 2 - 1:n // 2 + 1]) / 2\n"
+                                 + SD07 + "half = T95[n - 1] * sd / n ** 0.5\nreturn mean, mean - half, mean + half",
+        "mean over n - 1": "n = len(d)\nmean = sum(d) / (n - 1)\n" + SD07
+                           + "half = T95[n - 1] * sd / n ** 0.5\nreturn mean, mean - half, mean + half",
+        "one-sided": H07 + SD07 + "half = T95[n - 1] * sd / n ** 0.5\nreturn mean, mean, mean + half",
+        "min-max range": "return sum(d) / len(d), min(d), max(d)",
+        "constant": "return 0.0, -1.0, 1.0",
+    },
+    "conv_macs": {
+        "the library's count_macs": "from torch import nn\nreturn dprp.count_macs(nn.Conv2d(c_in, c_out, k, padding=k // 2, "
+                                    "bias=False), (1, c_in, h_out, w_out))",
+        "k not squared": "return c_in * k * c_out * h_out * w_out",
+        "h_out twice (square output)": "return c_in * k * k * c_out * h_out * h_out",
+        "a bias counted": "return (c_in * k * k + 1) * c_out * h_out * w_out",
+        "c_out ignored": "return c_in * k * k * h_out * w_out",
+        "c_in for c_out": "return c_in * c_in * k * k * h_out * w_out",
+        "one position (the parameters)": "return c_in * k * k * c_out",
+        "FLOPs (2 a MAC)": "return 2 * c_in * k * k * c_out * h_out * w_out",
+        "off by one positions": "return c_in * k * k * c_out * (h_out + 1) * (w_out + 1)",
+        "(k + 1)² window": "return c_in * (k + 1) ** 2 * c_out * h_out * w_out",
+        "constant": "return 0",
+    },
+    "verdict": {
+        "high <= bound": 'if low >= bound:\n    return "meets"\nif high <= bound:\n    return "misses"\nreturn "not decided"',
+        "low > bound": 'if low > bound:\n    return "meets"\nif high < bound:\n    return "misses"\nreturn "not decided"',
+        "both ends flipped": 'if low > bound:\n    return "meets"\nif high <= bound:\n    return "misses"\nreturn "not decided"',
+        "meets on high": 'if high >= bound:\n    return "meets"\nif low < bound:\n    return "misses"\nreturn "not decided"',
+        "bound ignored (0)": 'if low >= 0:\n    return "meets"\nif high < 0:\n    return "misses"\nreturn "not decided"',
+        "the mean against the bound": 'return "meets" if (low + high) / 2 >= bound else "misses"',
+        "labels swapped": 'if low >= bound:\n    return "misses"\nif high < bound:\n    return "meets"\nreturn "not decided"',
+        "misses on low": 'if low >= bound:\n    return "meets"\nif low < bound:\n    return "misses"\nreturn "not decided"',
+        "the width against the bound": 'return "meets" if high - low < abs(bound) else "not decided"',
+        "constant": 'return "not decided"',
+    },
+}
+# What each chapter's cells before the exercise put in the namespace that its graded cell uses.
+PREAMBLE = {
+    "energy_rule": "import torch\nimport dprp_lib as dprp\nfrom dprp_lib import lowrank\n"
+                   "s_image = torch.linalg.svdvals(torch.rand(60, 50, generator=torch.Generator().manual_seed(0), "
+                   "dtype=torch.float64))\n",
+    "interval": "", "conv_macs": "import torch\nimport dprp_lib as dprp\n", "verdict": "",
+}
+EXERCISE_CHAPTER = {"energy_rule": "01_svd_basics", "interval": "07_ablations", "conv_macs": "08_resnet20_cifar10",
+                    "verdict": "09_results_vs_paper"}
+
+
+def grade_in_process(grade_id: str, body: str | None):
+    """Run an exercise's answer cell (its instructor answer, or `body`) and graded cell; the error, or None."""
+    nb = nbformat.read(ROOT / "notebooks" / f"{EXERCISE_CHAPTER[grade_id]}.ipynb", as_version=4)
+    answer, test = next((a, t) for a, t in exercises(nb) if meta(a)["grade_id"] == grade_id)
+    namespace = {}
+    exec(PREAMBLE[grade_id], namespace)
+    exec(answer.source if body is None else with_body(answer.source, body), namespace)
+    try:
+        exec(test.source, namespace)
+    except Exception as e:  # noqa: BLE001 (a graded cell fails on any error)
+        return e
+    return None
+
+
+@pytest.mark.parametrize("grade_id", list(WRONG))
+def test_the_instructor_answer_passes_its_graded_cell(grade_id):
+    assert grade_in_process(grade_id, None) is None
+
+
+@pytest.mark.parametrize("grade_id,wrong", [(g, w) for g, ws in WRONG.items() for w in ws],
+                         ids=lambda x: re.sub(r"\W+", "-", x))
+def test_a_plausible_wrong_answer_fails_its_graded_cell(grade_id, wrong):
+    assert grade_in_process(grade_id, WRONG[grade_id][wrong]) is not None, f"{wrong!r} passes {grade_id}"
 
 
 def test_graded_exercises_exist_and_declare_points():
     assert GRADED, "no chapter holds a graded exercise"
     for path in GRADED:
         nb = nbformat.read(path, as_version=4)
-        for g in graded_cells(nb):
+        ids = [meta(c)["grade_id"] for c in nb.cells if meta(c)]
+        assert len(ids) == len(set(ids)), f"{path.name}: grade ids repeat"
+        for g in release.graded_cells(nb):
             assert g["points"] > 0 and g["grade_id"]
-        solutions = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")]
-        assert solutions and all("### BEGIN SOLUTION" in c.source for c in solutions)
-
-
-def test_student_version_removes_answers_hidden_tests_and_outputs():
-    nb = nbformat.v4.new_notebook()
-    sol = nbformat.v4.new_code_cell("def f(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION\n")
-    sol.metadata["nbgrader"] = {"solution": True, "grade": False, "grade_id": "f"}
-    test = nbformat.v4.new_code_cell("assert f(1) == 2\n### BEGIN HIDDEN TESTS\nassert f(3) == 6\n### END HIDDEN TESTS\n")
-    test.metadata["nbgrader"] = {"grade": True, "points": 1, "grade_id": "f_tests"}
-    test.outputs = [nbformat.v4.new_output("stream", text="ok")]
-    nb.cells = [sol, test]
-    out = student_version(nb)
-    assert out.cells[0].source == "def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()\n"
-    assert out.cells[1].source == "assert f(1) == 2\n" and out.cells[1].outputs == []
-    assert "return 2 * x" in nb.cells[0].source  # the instructor version is left as it was
-
-
-def test_student_release_runs_up_to_the_first_exercise(tmp_path):
-    require_mirror()
-    # The release sits beside notebooks/ (its relative paths), here in a scratch copy of that layout.
-    release = tmp_path / "release"
-    for linked in ("dprp_lib", "results", "data"):
-        (tmp_path / linked).symlink_to(ROOT / linked)
-    written = write_release(release, GRADED[:1])
-    nb = nbformat.read(written[0], as_version=4)
-    first_graded = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade"))
-    with pytest.raises(PapermillExecutionError) as failed:
-        execute(written[0], tmp_path / "executed.ipynb",
-                {"MODE": "smoke", "DEVICE": "cpu", "METRICS_PATH": str(tmp_path / "m.json"), "RUNS_DIR": str(tmp_path / "runs")})
-    assert failed.value.ename == "NotImplementedError"
-    executed = nbformat.read(tmp_path / "executed.ipynb", as_version=4)
-    code = [c for c in executed.cells if c.cell_type == "code"]
-    errors = [i for i, c in enumerate(code) if any(o.get("output_type") == "error" for o in c.outputs)]
-    # papermill adds a parameters cell: the first error is the first graded cell, nothing failed before it
-    graded_sources = [c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
-    assert len(errors) == 1 and code[errors[0]].source == graded_sources[0]
-    assert first_graded > 0
+        for cell in nb.cells:
+            if meta(cell).get("solution"):
+                assert "### BEGIN SOLUTION" in cell.source and not meta(cell).get("locked"), path.name
+            if meta(cell).get("grade") and cell.cell_type == "code":
+                assert meta(cell).get("locked"), f"{path.name}: graded test cell {meta(cell)['grade_id']} is not locked"
+            if meta(cell):
+                assert meta(cell).get("schema_version") == 3
 
 
 @pytest.mark.parametrize("path", GRADED, ids=lambda p: p.stem)
 def test_instructor_version_passes_every_graded_cell(path):
-    """The stored instructor outputs (which nbval re-checks) show every graded cell passing."""
+    """The stored instructor outputs (which nbval re-checks) show every graded test cell passing."""
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
-        if cell.metadata.get("nbgrader", {}).get("grade"):
+        if meta(cell).get("grade") and cell.cell_type == "code":
             assert cell.outputs and not any(o.get("output_type") == "error" for o in cell.outputs)
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    """A course directory in nbgrader's layout with every chapter released by generate_assignment."""
+    root = tmp_path_factory.mktemp("course")
+    released = release.generate(root)
+    return root, {p.parent.name: p for p in released}
+
+
+def test_generate_assignment_releases_every_chapter_without_answers_hidden_tests_or_outputs(course):
+    root, released = course
+    assert sorted(released) == sorted(p.stem for p in chapters())
+    assert (root / "source" / "01_svd_basics" / "01_svd_basics.ipynb").resolve() == ROOT / "notebooks" / "01_svd_basics.ipynb"
+    for name, path in released.items():
+        instructor = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+        student = nbformat.read(path, as_version=4)
+        assert len(student.cells) == len(instructor.cells)
+        for before, after in zip(instructor.cells, student.cells):
+            for marker in ("### BEGIN SOLUTION", "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"):
+                assert marker not in after.source, (name, meta(before).get("grade_id"))
+            if after.cell_type == "code":
+                assert after.outputs == [] and after.execution_count is None
+            if meta(before).get("solution"):
+                stub = "raise NotImplementedError()" if before.cell_type == "code" else "YOUR ANSWER HERE"
+                assert stub in after.source
+            if meta(before).get("grade") or meta(before).get("locked"):
+                assert meta(after)["checksum"] and (meta(after).get("locked") or meta(after).get("solution"))
+            if meta(before).get("grade") and "### BEGIN HIDDEN TESTS" in before.source:
+                visible = before.source.split("### BEGIN HIDDEN TESTS")[0]
+                assert after.source.startswith(visible.rstrip())
+        assert not any("my_" in c.source and "### BEGIN SOLUTION" in c.source for c in student.cells)
+
+
+def test_dprp_release_writes_the_course_layout(tmp_path, monkeypatch):
+    monkeypatch.setattr(release, "ROOT", tmp_path)
+    assert release.main(["--out", "release", "09_results_vs_paper"]) == 0
+    assert (tmp_path / "release" / "09_results_vs_paper" / "09_results_vs_paper.ipynb").is_file()
+    assert (tmp_path / "source" / "09_results_vs_paper" / "09_results_vs_paper.ipynb").is_symlink()
+    with pytest.raises(SystemExit):
+        release.main(["no_such_chapter"])
+
+
+def test_nbgrader_config_points_nbgrader_at_the_repository():
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config()
+    assert config.CourseDirectory.root == str(ROOT) and config.CourseDirectory.course_id == "dprp"
+    assert config.Execute.timeout >= 300
+
+
+def submit(root, student: str, name: str, notebook) -> None:
+    target = root / "submitted" / student / name / f"{name}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, target)
+
+
+def answered(released, name: str, wrong: dict[str, str], tamper: bool = False):
+    """The student release of chapter `name` with every exercise answered: the instructor's answer,
+    or `wrong[grade_id]`; written answers filled in; with `tamper`, graded test cells emptied."""
+    instructor = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    answers = {meta(a)["grade_id"]: instructor_answer(a) for a, _ in exercises(instructor)}
+    nb = nbformat.read(released[name], as_version=4)
+    for cell in nb.cells:
+        m = meta(cell)
+        if m.get("solution") and cell.cell_type == "code":
+            cell.source = with_body(cell.source, wrong.get(m["grade_id"], answers[m["grade_id"]]))
+        elif m.get("solution"):
+            cell.source = "Orthogonality: removing it costs accuracy at the same size; the others change the size."
+        elif m.get("grade") and tamper:
+            cell.source = "print('every check passes')"
+    return nb
+
+
+WRONG_SUBMISSION = {"07_ablations": {"interval": WRONG["interval"]["population sd (/ n)"]},
+                    # caught by a hidden test only
+                    "09_results_vs_paper": {"verdict": WRONG["verdict"]["high <= bound"]}}
+
+
+def auto_points(name: str) -> dict[str, float]:
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    return {g["grade_id"]: g["points"] for g in release.graded_cells(nb) if g["kind"] == "auto"}
+
+
+def test_autograde_gives_the_instructor_version_full_marks_and_a_wrong_submission_loses_its_exercises(course):
+    require_mirror()  # the chapters' committed quick runs are on the mirror
+    root, released = course
+    for name in AUTOGRADED:
+        submit(root, "instructor", name, nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4))
+        # wrong answers in 07 and 09; in 08 the right answer with its locked test cell emptied
+        submit(root, "student", name, answered(released, name, WRONG_SUBMISSION.get(name, {}),
+                                               tamper=name == "08_resnet20_cifar10"))
+    for name in AUTOGRADED:
+        points = auto_points(name)
+        manual = {g["grade_id"]: g["points"] for g in release.graded_cells(nbformat.read(ROOT / "notebooks" / f"{name}.ipynb",
+                                                                                         as_version=4)) if g["kind"] == "manual"}
+        full = release.autograde(root, name, "instructor")
+        assert full["max_score"] == sum(points.values()) + sum(manual.values())
+        for grade_id, p in points.items():
+            assert full["cells"][grade_id]["score"] == p, (name, grade_id, full["cells"][grade_id])
+        for grade_id in manual:
+            assert full["cells"][grade_id]["needs_manual_grade"], (name, grade_id)
+        assert full["score"] == sum(points.values())
+
+        got = release.autograde(root, name, "student")
+        lost = {a + "_tests" for a in WRONG_SUBMISSION.get(name, {})}
+        for grade_id, p in points.items():
+            assert got["cells"][grade_id]["score"] == (0 if grade_id in lost else p), (name, grade_id, got["cells"][grade_id])
+        assert got["score"] == sum(points.values()) - sum(points[g] for g in lost)
+
+        html = release.feedback(root, name, "student")
+        text = html.read_text()
+        assert html.is_file() and name in text and "Score" in text
+        if lost:
+            assert "AssertionError" in text  # the failed graded cell's traceback is in the feedback
+
+
+def test_written_answers_are_graded_by_hand_against_the_rubric(course):
+    """Chapter 07's readings: the instructor version carries model answer and rubric; the student
+    release an empty answer cell; a manual grade entered in the gradebook counts."""
+    from nbgrader.api import Gradebook
+
+    root, released = course
+    instructor = nbformat.read(ROOT / "notebooks" / "07_ablations.ipynb", as_version=4)
+    written = [c for c in instructor.cells if meta(c).get("solution") and c.cell_type == "markdown"]
+    assert len(written) == 2 and all("**Rubric" in c.source and "**Model answer.**" in c.source for c in written)
+    student = nbformat.read(released["07_ablations"], as_version=4)
+    assert not any("Rubric" in c.source or "Model answer" in c.source for c in student.cells)
+    # the 08 and 09 pair needs no kernel of its own here: reuse the autograde above, or run 07 alone
+    if not (root / "autograded" / "student" / "07_ablations").exists():
+        require_mirror()
+        submit(root, "student", "07_ablations", answered(released, "07_ablations", WRONG_SUBMISSION["07_ablations"]))
+        release.autograde(root, "07_ablations", "student")
+    with Gradebook(release.course_config(root).CourseDirectory.db_url, release.COURSE_ID) as gb:
+        for cell in written:
+            grade = gb.find_grade(meta(cell)["grade_id"], "07_ablations", "07_ablations", "student")
+            assert grade.needs_manual_grade and grade.max_score == meta(cell)["points"]
+            grade.manual_score, grade.needs_manual_grade = 1, False  # what formgrader does with a score
+        gb.db.commit()
+    scores = release.scores(root, "07_ablations", "student")
+    assert scores["score"] == 2 and not scores["needs_manual_grade"]  # two written answers at 1 point, the interval wrong
+
+
+@pytest.mark.parametrize("name", AUTOGRADED + ["01_svd_basics"])
+def test_the_student_release_runs_up_to_each_exercise(course, name):
+    """Executed whole, the student version fails only at its answer cells (NotImplementedError)
+    and the graded cells that call them: everything else runs."""
+    require_mirror()
+    root, released = course
+    nb = nbformat.read(released[name], as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(released[name].parent)}}).execute()
+    failed = {i: next(o for o in c.outputs if o.get("output_type") == "error")
+              for i, c in enumerate(nb.cells) if c.cell_type == "code" and any(o.get("output_type") == "error" for o in c.outputs)}
+    answers = [i for i, c in enumerate(nb.cells) if meta(c).get("solution") and c.cell_type == "code"]
+    tests = [i for i, c in enumerate(nb.cells) if meta(c).get("grade") and c.cell_type == "code"]
+    assert answers and set(failed) == set(tests), {i: nb.cells[i].source[:60] for i in failed}
+    assert all(failed[i]["ename"] == "NotImplementedError" for i in tests)
+    assert not any(any(o.get("output_type") == "error" for o in nb.cells[i].outputs) for i in answers)
+    ran = [c for c in nb.cells if c.cell_type == "code" and c.execution_count]
+    assert len(ran) == sum(c.cell_type == "code" for c in nb.cells)
