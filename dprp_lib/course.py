@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import time
 import warnings
@@ -72,6 +73,7 @@ def title(nb) -> str:
 
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+SOLUTION_MARKER = re.compile(r"^\s*#*\s*(BEGIN|END) SOLUTION\s*$")
 
 
 def book_notebook(executed: Path, output: Path) -> None:
@@ -84,6 +86,8 @@ def book_notebook(executed: Path, output: Path) -> None:
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             out.get("data", {}).pop(WIDGET_VIEW, None)
+        if cell.cell_type == "markdown":  # nbgrader's answer markers would be headings in the outline
+            cell.source = "\n".join(line for line in cell.source.splitlines() if not SOLUTION_MARKER.match(line))
     output.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, output)
 

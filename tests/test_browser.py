@@ -2,8 +2,10 @@
 
 - live JupyterLab: each chapter with a panel, Run All, every control driven by keyboard and
   mouse; the panel's picture and text must change, and no kernel or page error may occur;
-- the offline site (`make course`'s pages): opened from disk with every network request
-  refused; titles, the table of contents, math and the static panels must work.
+- the offline site (`make course`'s Jupyter Book): opened from disk with every request that is
+  not a file of the site refused and recorded (none may occur); the sidebar lists all nine
+  chapters, Next and Previous walk the course, search finds a chapter's word, math is typeset by
+  the local MathJax, and each precomputed panel responds to its controls.
 Screenshots go to build/screenshots/. Skipped, with the reason, where no chromium exists
 (`make test` installs Debian's where it can).
 """
@@ -82,59 +84,141 @@ def _changes(page, read, act, timeout=30.0, settle=1.5):
 # ------------------------------------------------------------------ the offline site
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    from dprp_lib.course import run_course
+    """The course site as `make course` builds it (a Jupyter Book), with all nine chapters: the
+    panel chapters and 02 (math) executed here in quick mode, the others as stored in notebooks/
+    (executed in quick mode too; the site renders whatever build/notebooks/ holds)."""
+    from dprp_lib.course import chapters, run_course
 
     require_mirror()  # chapters 05 and 07 read runs on the CIFAR-10 mirror
     out = tmp_path_factory.mktemp("course")
-    # The panel chapters, and 02 for its math.
+    (out / "notebooks").mkdir()
+    for nb in chapters():
+        shutil.copy(nb, out / "notebooks")
     report = run_course(mode="quick", out=out, only=["02"] + [c[:2] for c in PANEL_CHAPTERS])
-    assert all(r["status"] == "ok" for r in report), report
-    return out / "html", report
+    # A chapter that fails is its panel test's failure (the site is built all the same).
+    status = {r["chapter"]: r["status"] for r in report}
+    return out / "html", [(nb.stem, title(nb)) for nb in chapters()], status
 
 
-def test_offline_pages_have_titles_contents_math_and_working_panels(browser, site):
-    html_dir, report = site
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": 1100, "height": 900})
-    watch = Watch(page)
-    typeset = {}
-    page.goto((html_dir / "index.html").as_uri())
-    links = page.locator("a").evaluate_all("els => els.map(e => [e.getAttribute('href'), e.textContent])")
-    assert [href for href, _ in links] == [f"{r['chapter']}.html" for r in report]  # chapters, in order
-    page.screenshot(path=str(SHOTS / "site-index.png"))
-    for r in report:
-        page.goto((html_dir / f"{r['chapter']}.html").as_uri())
-        page.wait_for_load_state("load")
-        assert page.title() == r["title"] and not r["title"].startswith("Notebook")
-        source = (html_dir / f"{r['chapter']}.html").read_text()
-        assert "/work/" not in source and str(ROOT) not in source  # no path of the building machine
-        if "$" in source.split("<body", 1)[1]:  # math, when the chapter has some, is typeset locally
-            page.wait_for_function("window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30000)
-            page.evaluate("MathJax.startup.promise")
-            typeset[r["chapter"]] = page.locator("mjx-container").count()
-        if not page.locator(".dprp-panel").count():
-            page.screenshot(path=str(SHOTS / f"site-{r['chapter']}.png"), full_page=False)
-            continue
-        panel = page.locator(".dprp-panel").first
-        assert "Precomputed panel" in panel.inner_text()
-        picture = panel.locator(".dprp-panel-picture")
-        info = panel.locator(".dprp-panel-info")
-        read = lambda: (picture.get_attribute("src")[-200:], info.inner_text())  # noqa: E731
-        for control in panel.locator("select, input[type=range]").all():
-            if control.evaluate("e => e.tagName") == "SELECT":
-                at_end = control.evaluate("e => e.selectedIndex === e.options.length - 1")
-                _changes(page, read, lambda: (control.focus(), page.keyboard.press("Home" if at_end else "End")))
-                _changes(page, read, lambda: control.select_option(index=1 if at_end else 0))  # as a mouse choice
-            else:
-                at_end = control.evaluate("e => Number(e.value) === Number(e.max)")
-                _changes(page, read, lambda: (control.focus(), page.keyboard.press("Home" if at_end else "End")))
-                box = control.bounding_box()
-                x = box["x"] + (box["width"] - 3 if at_end else 3)  # back to where it started, by mouse
-                _changes(page, read, lambda: page.mouse.click(x, box["y"] + box["height"] / 2))
-        page.screenshot(path=str(SHOTS / f"site-{r['chapter']}.png"), full_page=False)
-    assert typeset.get("02_svd_layers", 0) > 0, f"no formula was typeset: {typeset}"
+def title(path):
+    from dprp_lib.course import _read, title as chapter_title
+
+    return chapter_title(_read(path))
+
+
+def _check(watch):
     assert watch.errors == [], watch.errors
     assert watch.requests == [], f"the pages tried the network: {watch.requests}"
+
+
+def test_site_sidebar_lists_every_chapter_and_previous_next_walk_the_course(browser, site):
+    html_dir, chapters, _ = site
+    assert len(chapters) == 9
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    watch = Watch(page)
+    page.goto((html_dir / "index.html").as_uri())
+    sidebar = page.locator("nav.bd-docs-nav ul.bd-sidenav:not(.bd-sidenav__home-link) a.reference")
+    links = sidebar.evaluate_all("els => els.map(e => [e.getAttribute('href'), e.textContent.trim()])")
+    assert links == [[f"{stem}.html", name] for stem, name in chapters]  # all nine, in order, titled
+    home = page.locator("article").inner_text()
+    assert all(name in home for _, name in chapters)  # the home page's table lists them too
+    page.screenshot(path=str(SHOTS / "site-index.png"))
+    # Next from the home page through every chapter, then back one with Previous.
+    for stem, name in chapters:
+        page.locator("a.right-next").click()
+        page.wait_for_load_state("load")
+        assert page.url.endswith(f"/{stem}.html") and page.title().startswith(name), (page.url, page.title())
+        assert page.locator("nav.bd-docs-nav li.current > a").first.text_content().strip() == name
+        source = (html_dir / f"{stem}.html").read_text()
+        assert "/work/" not in source and str(ROOT) not in source  # no path of the building machine
+    assert page.locator("a.right-next").count() == 0  # the last chapter
+    page.locator("a.left-prev").click()
+    page.wait_for_load_state("load")
+    assert page.url.endswith(f"/{chapters[-2][0]}.html")
+    page.locator("a.left-prev").wait_for()
+    # A sidebar link from there to the first chapter.
+    page.locator("nav.bd-docs-nav a.reference", has_text=chapters[0][1]).click()
+    page.wait_for_load_state("load")
+    assert page.url.endswith(f"/{chapters[0][0]}.html")
+    _check(watch)
+    page.close()
+
+
+def test_site_search_finds_a_word_from_a_chapter(browser, site):
+    html_dir, chapters, _ = site
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    watch = Watch(page)
+    page.goto((html_dir / "index.html").as_uri())
+    page.keyboard.press("Control+k")  # the theme's search dialog, as a reader opens it
+    field = page.locator("#pst-search-dialog input[name=q]")
+    field.wait_for()
+    field.fill("Eckart")  # Eckart–Young: chapter 01
+    field.press("Enter")
+    page.wait_for_url("**/search.html?q=Eckart*")
+    results = page.locator("#search-results ul.search li a")
+    results.first.wait_for(timeout=30000)
+    hrefs = results.evaluate_all("els => els.map(e => e.getAttribute('href'))")
+    assert any(h.startswith(f"{chapters[0][0]}.html") for h in hrefs), hrefs
+    page.wait_for_function("!document.querySelector('#search-results').textContent.includes('Searching')",
+                           timeout=30000)
+    page.screenshot(path=str(SHOTS / "site-search.png"))
+    results.filter(has_text=chapters[0][1]).first.click()  # a result opens its chapter
+    page.wait_for_load_state("load")
+    assert page.url.split("#")[0].split("?")[0].endswith(f"/{chapters[0][0]}.html")
+    _check(watch)
+    page.close()
+
+
+def test_site_math_is_typeset_by_the_local_mathjax(browser, site):
+    html_dir, _, status = site
+    assert status["02_svd_layers"] == "ok", status
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    watch = Watch(page)
+    page.goto((html_dir / "02_svd_layers.html").as_uri())
+    page.wait_for_function("window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30000)
+    page.evaluate("MathJax.startup.promise")
+    src = page.evaluate("MathJax.version + ' ' + document.querySelector('script[src*=mathjax]').src")
+    assert src.startswith("3.2.2 file://") and "/_static/mathjax-3.2.2-tex-svg-full.js" in src, src
+    assert page.locator("mjx-container svg").count() > 10  # formulas typeset as SVG
+    assert page.locator("mjx-merror").count() == 0, page.locator("mjx-merror").first.text_content()
+    page.locator("mjx-container").nth(3).scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "site-math.png"))
+    _check(watch)
+    page.close()
+
+
+@pytest.mark.parametrize("chapter", PANEL_CHAPTERS)
+def test_site_precomputed_panels_respond_to_their_controls(browser, site, chapter):
+    html_dir, _, status = site
+    assert status[chapter] == "ok", f"the chapter did not run: {status[chapter]}"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    watch = Watch(page)
+    page.goto((html_dir / f"{chapter}.html").as_uri())
+    page.wait_for_load_state("load")
+    panel = page.locator(".dprp-panel").first
+    assert "Precomputed panel" in panel.inner_text()
+    panel.scroll_into_view_if_needed()
+    picture = panel.locator(".dprp-panel-picture")
+    info = panel.locator(".dprp-panel-info")
+    read = lambda: (picture.get_attribute("src")[-200:], info.inner_text())  # noqa: E731
+    controls = panel.locator("select, input[type=range]").all()
+    assert controls, "the panel has no control"
+    for control in controls:
+        if control.evaluate("e => e.tagName") == "SELECT":
+            at_end = control.evaluate("e => e.selectedIndex === e.options.length - 1")
+            _changes(page, read, lambda: (control.focus(), page.keyboard.press("Home" if at_end else "End")))
+            _changes(page, read, lambda: control.select_option(index=1 if at_end else 0))  # as a mouse choice
+        else:
+            at_end = control.evaluate("e => Number(e.value) === Number(e.max)")
+            _changes(page, read, lambda: (control.focus(), page.keyboard.press("Home" if at_end else "End")))
+            box = control.bounding_box()
+            x = box["x"] + (box["width"] - 3 if at_end else 3)  # back to where it started, by mouse
+            _changes(page, read, lambda: page.mouse.click(x, box["y"] + box["height"] / 2))
+    panel.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / f"site-{chapter}.png"))
+    _check(watch)
+    page.close()
 
 
 # ------------------------------------------------------------------ live JupyterLab

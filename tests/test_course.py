@@ -23,6 +23,7 @@ def _chapter(path, heading):
     nb = new_notebook(cells=[
         new_markdown_cell(f"# {heading}\n\nThe energy rule keeps $\\sum_i s_i^2$ and a zanzibarword.\n\n"
                           "$$\\|M - M_k\\|_F = \\sqrt{\\sum_{i>k} s_i^2}$$"),
+        new_markdown_cell("## Your turn\n\n### BEGIN SOLUTION\nA worked answer.\n### END SOLUTION"),
         new_code_cell("panel", execution_count=1, outputs=[new_output("display_data", data={
             "text/plain": "[interactive panel: RankExplorer; run this cell with a live kernel (make lab) to use it]",
             "text/html": PANEL_HTML,
@@ -104,9 +105,15 @@ def test_panels_render_as_their_precomputed_html(site):
     assert 'class="dprp-panel"' in page and "widget-view" not in page and "interactive panel:" not in page
     book_copy = nbformat.read(out / "book" / "01_first.ipynb", as_version=4)
     assert "widgets" not in book_copy.metadata
-    assert course.WIDGET_VIEW not in book_copy.cells[1].outputs[0].data
+    assert course.WIDGET_VIEW not in book_copy.cells[2].outputs[0].data
     # The executed notebook itself is left as papermill wrote it.
-    assert course.WIDGET_VIEW in nbformat.read(out / "notebooks" / "01_first.ipynb", as_version=4).cells[1].outputs[0].data
+    assert course.WIDGET_VIEW in nbformat.read(out / "notebooks" / "01_first.ipynb", as_version=4).cells[2].outputs[0].data
+
+
+def test_solution_markers_are_not_headings(site):
+    out, _ = site
+    page = (out / "html" / "01_first.html").read_text()
+    assert "A worked answer." in page and "SOLUTION" not in page
 
 
 def test_command_line_rebuilds_the_site_only(site, capsys):
