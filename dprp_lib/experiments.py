@@ -17,7 +17,6 @@ from .data import default_dataset
 from . import paths, runs
 from .methods import METHODS
 from .runs import Run, config_key, load_run
-from .stats import accuracy_change, mean_interval  # noqa: F401  (chapters still import them from here)
 from .train import fit
 
 MODES = ("smoke", "quick", "full", "paper")

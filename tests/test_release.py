@@ -90,7 +90,7 @@ WRONG = {
         "constant 1": "return 1",
     },
     "interval": {
-        "the library's mean_interval": "from dprp_lib.experiments import mean_interval\nreturn mean_interval(d)",
+        "the library's mean_interval": "from dprp_lib.stats import mean_interval\nreturn mean_interval(d)",
         "population sd (/ n)": H07 + "sd = (sum((x - mean) ** 2 for x in d) / n) ** 0.5\n"
                                "half = T95[n - 1] * sd / n ** 0.5\nreturn mean, mean - half, mean + half",
         "off by one: t with n degrees of freedom": H07 + SD07 + "half = T95.get(n, 2.571) * sd / n ** 0.5\n"
