@@ -22,7 +22,7 @@ from torch.fx.experimental.optimization import fuse
 
 from .checkpoint import write_text_atomic
 from .convert import DEPLOYED_FORMS, _deployed_form, aligned_rank, compact
-from .forms import _median_time, check_forms, input_shapes
+from .forms import _median_time, check_forms, input_shapes, random_input
 
 EXPORT_FORMATS = {".onnx": "ONNX (ONNX Runtime and other runtimes)", ".pt2": "torch.export (torch.export.load)"}
 
@@ -81,10 +81,8 @@ def deployed_forms(model: nn.Module, example: torch.Tensor, runtime: str = "eage
                 chosen[name] = "dense"
                 continue
             forms = [f for f in DEPLOYED_FORMS if f != "padded" or aligned_rank(layer.rank) > layer.rank]
-            g = torch.Generator(device=layer.U.device).manual_seed(0)
-            x = torch.randn(shape, device=layer.U.device, dtype=layer.U.dtype, generator=g)
+            x = random_input(layer, shape, nhwc)
             layout = torch.channels_last if nhwc else torch.contiguous_format
-            x = x.contiguous(memory_format=layout)
             seconds = {}
             for form in forms:
                 module = _deployed_form(layer, form).eval()

@@ -41,6 +41,14 @@ def input_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[tor
     return shapes
 
 
+def random_input(layer: SVDLayer, shape, channels_last: bool = False) -> torch.Tensor:
+    """A random input of `shape` for timing `layer`, on its device and dtype, in the given layout."""
+    # Its own generator: timing inside a training run must not move the run's random stream.
+    g = torch.Generator(device=layer.U.device).manual_seed(0)
+    x = torch.randn(shape, device=layer.U.device, dtype=layer.U.dtype, generator=g)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
 def _median_time(fn, repeats: int) -> float:
     fn()  # warm-up: first calls allocate and pick kernels
     times = []
@@ -56,12 +64,7 @@ def time_forms(layer: SVDLayer, shape, channels_last: bool = False, training: bo
     """Seconds per call of `layer` in each form on a random input of `shape` (CPU timing):
     forward only, or with `training` forward and backward (input and factor gradients)."""
     p = layer.U
-    # Its own generator: timing inside a training run must not move the run's random stream.
-    g = torch.Generator(device=p.device).manual_seed(0)
-    x = torch.randn(shape, device=p.device, dtype=p.dtype, generator=g)
-    if channels_last and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    x.requires_grad_(training)
+    x = random_input(layer, shape, channels_last).requires_grad_(training)
     saved = layer.forward_mode
 
     def call():

@@ -12,17 +12,23 @@ import statistics
 from scipy import stats as _scipy
 
 
+def _t_quantile(level: float, df: float) -> float:
+    """Student's t quantile for a two-sided interval at `level` with `df` degrees of freedom."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    return _scipy.t.ppf((1 + level) / 2, df)
+
+
 def mean_interval(values, level: float = 0.95) -> tuple[float, float, float] | None:
     """(mean, low, high): the mean of paired differences and its two-sided t-interval at `level`;
     None with fewer than 2 values (no spread to estimate)."""
     values = [float(v) for v in values]
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
     n = len(values)
     if n < 2:
+        _t_quantile(level, 1)  # a bad level is an error whatever the data
         return None
     mean = statistics.fmean(values)
-    half = _scipy.t.ppf((1 + level) / 2, n - 1) * statistics.stdev(values) / n ** 0.5
+    half = _t_quantile(level, n - 1) * statistics.stdev(values) / n ** 0.5
     return mean, mean - half, mean + half
 
 
@@ -31,17 +37,17 @@ def welch_interval(a, b, level: float = 0.95) -> tuple[float, float, float] | No
     groups (unequal variances, Welch–Satterthwaite degrees of freedom); None if a group has fewer
     than 2 values."""
     a, b = [float(v) for v in a], [float(v) for v in b]
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
     if len(a) < 2 or len(b) < 2:
+        _t_quantile(level, 1)
         return None
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     diff = statistics.fmean(a) - statistics.fmean(b)
     se = (va + vb) ** 0.5
     if se == 0:
+        _t_quantile(level, 1)
         return diff, diff, diff
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = _scipy.t.ppf((1 + level) / 2, df) * se
+    half = _t_quantile(level, df) * se
     return diff, diff - half, diff + half
 
 
