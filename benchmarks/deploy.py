@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 import dprp_lib as dprp
-from dprp_lib.deployment import deploy, deployed_forms, export
+from dprp_lib.method.deployment import deploy, deployed_forms, export
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = (0.75, 0.5, 0.3)
@@ -230,7 +230,7 @@ def print_tables(result: dict) -> None:
           f"({g['runtime']}, batch {g['batch']}: " + ", ".join(f"{n} {v:.2f}x" for n, v in g["speedups"].items()) + ")")
     if result["layers_50pct"]:
         print("\nlayer by layer, ~50% model, torch eager at the largest batch (ms per call)")
-        print(dprp.metrics.format_table(result["layers_50pct"]))
+        print(dprp.format_table(result["layers_50pct"]))
 
 
 if __name__ == "__main__":

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dprp_lib.checkpoint import load_checkpoint
-from dprp_lib.data import BatchLoader, load_dataset
-from dprp_lib.notebook import save_metrics
-from dprp_lib.runs import model_from_checkpoint
-from dprp_lib.train import evaluate
+from dprp_lib.method.checkpoint import load_checkpoint
+from dprp_lib.engine.data import BatchLoader, load_dataset
+from dprp_lib.course.notebook import save_metrics
+from dprp_lib.engine.runs import model_from_checkpoint
+from dprp_lib.engine.train import evaluate
 
 QUALITIES = (95, 75, 50)
 

@@ -4,7 +4,7 @@ Measures in one process, one run (nothing else should run on the machine meanwhi
   - training step time (forward, penalties, backward, SGD step) of the dense ResNet and of
     its factored form at full rank, after cutting every layer to half rank, and after cutting
     to under half the dense parameters; the cut models with each layer's form counted (the
-    default) and measured (`forms="measured"`, see dprp_lib.forms);
+    default) and measured (`forms="measured"`, see dprp_lib.method.forms);
   - the data pipeline's share of an epoch (batch gather + crop/flip + normalise on the device);
   - the fast path: dense and DPRP (full rank, penalties) training steps in float32 eager
     against bf16 autocast, channels_last, and both (the training default where bf16 is supported).
@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 
 import dprp_lib as dprp
-from dprp_lib.data import BatchLoader
-from dprp_lib.forms import measure_forms, set_forms
-from dprp_lib.precision import choose_amp, processor
-from dprp_lib.train import resolve_device
+from dprp_lib.engine.data import BatchLoader
+from dprp_lib.method.forms import measure_forms, set_forms
+from dprp_lib.engine.precision import choose_amp, processor
+from dprp_lib.engine.train import resolve_device
 
 
 def sync(device):

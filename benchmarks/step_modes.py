@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 import dprp_lib as dprp
-from dprp_lib.train import resolve_device
+from dprp_lib.engine.train import resolve_device
 
 MODES = ("eager", "compile", "compile+penalty", "compile-graphs", "compile+penalty-graphs")
 KINDS = ("dense", "dprp full rank", "dprp half rank")

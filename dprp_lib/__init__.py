@@ -9,15 +9,16 @@
     fast = dprp.deploy(model, x)                       # for inference: BatchNorm folded, forms timed
     dprp.export(fast, "model.onnx", x)                 # ONNX (or .pt2), batch size dynamic
 """
-from . import models, paths
-from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from .convert import compact, svdify
-from .deployment import deploy, export
-from .layers import SVDConv2d, SVDLayer, SVDLinear, svd_layers
-from .metrics import (count_macs, count_params, deployed_params, format_table, order_violations,
-                      rank_table, spectrum_gap)
-from .pruning import PruneSchedule, energy_rank, prune_ranks
-from .regularizers import Regularizer, orthogonality, sorting, sparsity
+from . import paths
+from .engine import models
+from .method.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from .method.convert import compact, svdify
+from .method.deployment import deploy, export
+from .method.layers import SVDConv2d, SVDLayer, SVDLinear, svd_layers
+from .method.metrics import (count_macs, count_params, deployed_params, format_table,
+                             order_violations, rank_table, spectrum_gap)
+from .method.pruning import PruneSchedule, energy_rank, prune_ranks
+from .method.regularizers import Regularizer, orthogonality, sorting, sparsity
 
 from importlib.metadata import version as _version
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 
 def cmd_train(args) -> int:
-    from .config import TrainConfig
-    from .train import Distributed, bf16_is_fast, fit
+    from .engine.config import TrainConfig
+    from .engine.train import Distributed, bf16_is_fast, fit
 
     try:
         config = TrainConfig.load(args.config, args.set)
@@ -52,10 +52,10 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import torch
 
-    from .data import OTHER_TESTS, BatchLoader, load_dataset, other_test_sets
-    from .metrics import count_params, deployed_params
-    from .runs import open_run
-    from .train import evaluate
+    from .engine.data import OTHER_TESTS, BatchLoader, load_dataset, other_test_sets
+    from .method.metrics import count_params, deployed_params
+    from .engine.runs import open_run
+    from .engine.train import evaluate
 
     run = open_run(args.run)
     config, ckpt = run.config, run.checkpoint()
@@ -85,9 +85,9 @@ def cmd_eval(args) -> int:
 def cmd_export(args) -> int:
     import torch
 
-    from .deployment import EXPORT_FORMATS, deploy, export
-    from .metrics import count_params
-    from .runs import open_run
+    from .method.deployment import EXPORT_FORMATS, deploy, export
+    from .method.metrics import count_params
+    from .engine.runs import open_run
 
     out = Path(args.output)
     if out.suffix not in EXPORT_FORMATS:
@@ -115,7 +115,7 @@ def cmd_export(args) -> int:
 
 
 def _report_table(summaries) -> str:
-    from .metrics import format_table
+    from .method.metrics import format_table
 
     rows = [{"method": s["method"], "model": s["model"], "dataset": s["dataset"], "seed": s["seed"],
              "epochs": s["epochs"], "test_acc": f"{s['test_acc']:.2%}",
@@ -139,7 +139,7 @@ def cmd_runs(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .course.demo import run_demo
 
     run_demo(args.dataset, args.data_dir, args.epochs, args.per_class, args.batch_size,
              args.lr, args.sparse, args.energy, args.seed)
@@ -148,10 +148,10 @@ def cmd_demo(args) -> int:
 
 # Commands whose module has its own parser: `dprp NAME ARGS` is that module's main(ARGS).
 DELEGATED = {
-    "grid": ("launcher", "train (or resume) a chapter's or a campaign's grid of runs"),
-    "report": ("report", "the full-data evidence as tables; --write updates README.md and results/"),
-    "course": ("course", "execute the course headless and build its site"),
-    "release": ("release", "the students' release of the exercises"),
+    "grid": ("engine.launcher", "train (or resume) a chapter's or a campaign's grid of runs"),
+    "report": ("engine.report", "the full-data evidence as tables; --write updates README.md and results/"),
+    "course": ("course.build", "execute the course headless and build its site"),
+    "release": ("course.release", "the students' release of the exercises"),
 }
 
 
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         module = importlib.import_module(f"{__package__}.{DELEGATED[argv[0]][0]}")
         return module.main(argv[1:])
 
-    from .data import OTHER_TESTS, DataUnavailable, default_dataset
+    from .engine.data import OTHER_TESTS, DataUnavailable, default_dataset
 
     parser = argparse.ArgumentParser(prog="dprp", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

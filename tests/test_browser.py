@@ -87,7 +87,7 @@ def site(tmp_path_factory):
     """The course site as `make course` builds it (a Jupyter Book), with all nine chapters: the
     panel chapters and 02 (math) executed here in quick mode, the others as stored in notebooks/
     (executed in quick mode too; the site renders whatever build/notebooks/ holds)."""
-    from dprp_lib.course import chapters, run_course
+    from dprp_lib.course.build import chapters, run_course
 
     require_mirror()  # chapters 05 and 07 read runs on the CIFAR-10 mirror
     out = tmp_path_factory.mktemp("course")
@@ -101,7 +101,7 @@ def site(tmp_path_factory):
 
 
 def title(path):
-    from dprp_lib.course import _read, title as chapter_title
+    from dprp_lib.course.build import _read, title as chapter_title
 
     return chapter_title(_read(path))
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import dprp_lib as dprp
-from dprp_lib import models
+from dprp_lib.engine import models
 
 
 def _pruned():

@@ -7,7 +7,8 @@ import torch
 
 import dprp_lib as dprp
 import dprp_lib.__main__ as cli
-from dprp_lib.runs import open_run
+from dprp_lib.engine import train as T
+from dprp_lib.engine.runs import open_run
 from conftest import require_lossless
 from test_train import ROOT, small
 
@@ -124,7 +125,7 @@ def test_deploy_benchmark_writes_its_ratios(tmp_path, capsys):
 @pytest.mark.slow
 def test_eval_on_a_test_set_that_is_not_configured_says_what_is_missing(tmp_path, capsys, monkeypatch):
     cfg = small(tmp_path, epochs=1, train_per_class=10, test_per_class=5)
-    dprp.train.fit(cfg)
+    T.fit(cfg)
     monkeypatch.delenv("DPRP_CIFAR10_LOSSLESS", raising=False)
     assert cli.main(["eval", cfg.out_dir, "--on", "jpeg 0-999"]) == 2
     err = capsys.readouterr().err

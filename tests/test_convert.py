@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 import dprp_lib as dprp
-from dprp_lib import models
+from dprp_lib.engine import models
 
 
 def test_svdify_replaces_every_conv_and_linear_exactly():

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from dprp_lib import course
+from dprp_lib.course import build as course
 
 pytest.importorskip("jupyter_book", reason="the course extra is not installed (pip install -e '.[course]')")
 

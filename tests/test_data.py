@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dprp_lib import data as D
+from dprp_lib.engine import data as D
 from conftest import require_lossless, require_mirror
 
 

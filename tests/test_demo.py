@@ -1,7 +1,7 @@
 import pytest
 
 import dprp_lib.__main__ as cli
-from dprp_lib.demo import run_demo
+from dprp_lib.course.demo import run_demo
 from conftest import require_mirror
 
 

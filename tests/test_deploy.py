@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 import dprp_lib as dprp
-from dprp_lib import forms as F
-from dprp_lib.deployment import deploy, export
+from dprp_lib.method import forms as F
+from dprp_lib.method.deployment import deploy, export
 
 
 def trained_like_resnet(seed=0):
@@ -138,7 +138,7 @@ def test_torch_export_and_atomic_replacement(tmp_path):
 
 @pytest.mark.parametrize("groups,rank", [(1, 5), (1, 8), (2, 3), (1, 1)])
 def test_a_padded_rank_computes_the_same_function_with_aligned_weights(groups, rank, f64):
-    from dprp_lib.convert import aligned_rank, compact
+    from dprp_lib.method.convert import aligned_rank, compact
 
     torch.manual_seed(rank)
     conv = dprp.SVDConv2d(8, 16, 3, padding=1, groups=groups)
@@ -162,7 +162,7 @@ def test_a_padded_rank_computes_the_same_function_with_aligned_weights(groups, r
 
 
 def test_deployed_forms_time_the_plain_modules_and_keep_the_fastest(monkeypatch):
-    from dprp_lib import deployment as D
+    from dprp_lib.method import deployment as D
 
     model = trained_like_resnet()
     calls = []

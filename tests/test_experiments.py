@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dprp_lib import experiments as E
-from dprp_lib import launcher as L
-from dprp_lib.train import fit
+from dprp_lib.engine import experiments as E
+from dprp_lib.engine import launcher as L
+from dprp_lib.engine.train import fit
 from test_train import DATA_DIR, small
 
 
@@ -44,7 +44,7 @@ def test_full_data_set_has_the_runs_and_seeds_the_question_needs():
 
 
 def test_paper_mode_is_the_full_set_at_the_papers_length():
-    from dprp_lib.pruning import PruneSchedule
+    from dprp_lib.method.pruning import PruneSchedule
 
     full, paper = E.grid("08_resnet20_cifar10", "full"), E.grid("08_resnet20_cifar10", "paper")
     assert full.keys() == paper.keys()
@@ -83,7 +83,7 @@ def test_committed_runs_keep_their_keys():
 
 
 def test_amp_auto_finds_runs_in_either_precision_and_resumes_in_its_own(tmp_path, monkeypatch):
-    from dprp_lib import runs
+    from dprp_lib.engine import runs
 
     config = E.preset("smoke", amp="auto")
     monkeypatch.setattr(runs, "choose_amp", lambda device: False)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import dprp_lib as dprp
-from dprp_lib import models
+from dprp_lib.engine import models
 
 
 def cifar_resnet_counts(n: int, num_classes: int = 10):

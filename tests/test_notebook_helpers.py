@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from dprp_lib import experiments as E
-from dprp_lib import notebook
-from dprp_lib.runs import Run
+from dprp_lib.engine import experiments as E
+from dprp_lib.course import notebook
+from dprp_lib.engine.runs import Run
 
 
 def fake_runs(chapter, mode):

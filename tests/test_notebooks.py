@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dprp_lib.course import chapters, execute, run_course
+from dprp_lib.course.build import chapters, execute, run_course
 from conftest import metrics_from_this_session, require_mirror
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +141,7 @@ def claims_09(m):
 
 def full_data_is_whole(m, variants=None, key="full_data"):
     """A chapter shows the committed full-data runs and lists the rest: never a partial set as whole."""
-    from dprp_lib.experiments import grid, variant_of
+    from dprp_lib.engine.experiments import grid, variant_of
     planned = {variant_of(n).removeprefix("resnet20 ") for n in grid("08_resnet20_cifar10", "full")}
     shown = set(m[key]["variants"]) | {variant_of(n).removeprefix("resnet20 ") for n in m[key]["missing"]}
     assert shown == (planned if variants is None else set(variants))

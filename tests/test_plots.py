@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from dprp_lib import plots
+from dprp_lib.course import plots
 
 
 def test_singular_values_are_drawn_in_index_order():
@@ -74,7 +74,7 @@ def test_tradeoff_labels_sit_nearest_their_own_points():
     """Chapter 06's case: dense (51.1%) and posthoc (52.4%) at the same size, 1.3 points apart."""
     import numpy as np
 
-    from dprp_lib import plots
+    from dprp_lib.course import plots
 
     points = [{"label": "dense", "deployed_fraction": 1.0, "test_acc": 0.511},
               {"label": "dprp", "deployed_fraction": 0.415, "test_acc": 0.452},

@@ -5,6 +5,7 @@ from torch import nn
 import torch.nn.functional as F
 
 import dprp_lib as dprp
+from dprp_lib.method.pruning import energy_for_size
 
 
 def test_energy_rank_against_brute_force():
@@ -138,10 +139,10 @@ def test_energy_for_size_finds_the_cut_that_reaches_a_deployed_size():
     model = dprp.svdify(dprp.models.resnet20())
     dense = 269_722
     for fraction in (0.8, 0.5, 0.3):
-        energy = dprp.pruning.energy_for_size(model, fraction, dense)
+        energy = energy_for_size(model, fraction, dense)
         trial = copy.deepcopy(model)
         dprp.prune_ranks(trial, energy=energy, reorder=True)
         assert fraction - 0.02 < dprp.deployed_params(trial) / dense <= fraction
-    assert dprp.pruning.energy_for_size(model, 1.5, dense) == 0.0  # already small enough
+    assert energy_for_size(model, 1.5, dense) == 0.0  # already small enough
     with pytest.raises(ValueError, match="min_rank"):
-        dprp.pruning.energy_for_size(model, 0.01, dense, min_rank=4)
+        energy_for_size(model, 0.01, dense, min_rank=4)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dprp_lib import report as R
+from dprp_lib.engine import report as R
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

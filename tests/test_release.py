@@ -18,8 +18,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from dprp_lib import release
-from dprp_lib.course import chapters
+from dprp_lib.course import release
+from dprp_lib.course.build import chapters
 from conftest import require_mirror
 from test_notebooks import ROOT
 
@@ -62,7 +62,7 @@ SD07 = "sd = (sum((x - mean) ** 2 for x in d) / (n - 1)) ** 0.5\n"
 CUM01 = "cumulative = torch.cumsum(e, 0)\n"
 WRONG = {
     "energy_rule": {
-        "the library's rank_for_energy": "from dprp_lib.lowrank import rank_for_energy\nreturn rank_for_energy(s, keep)",
+        "the library's rank_for_energy": "from dprp_lib.method.lowrank import rank_for_energy\nreturn rank_for_energy(s, keep)",
         "the library's energy_rank": "return dprp.energy_rank(torch.sort(s.abs(), descending=True).values, 1 - keep)",
         "dropped abs": "e = torch.sort(s, descending=True).values.double().square()\n" + CUM01
                        + "return min(int((cumulative < keep * cumulative[-1]).sum()) + 1, len(s))",
@@ -90,7 +90,7 @@ WRONG = {
         "constant 1": "return 1",
     },
     "interval": {
-        "the library's mean_interval": "from dprp_lib.stats import mean_interval\nreturn mean_interval(d)",
+        "the library's mean_interval": "from dprp_lib.engine.stats import mean_interval\nreturn mean_interval(d)",
         "population sd (/ n)": H07 + "sd = (sum((x - mean) ** 2 for x in d) / n) ** 0.5\n"
                                "half = T95[n - 1] * sd / n ** 0.5\nreturn mean, mean - half, mean + half",
         "off by one: t with n degrees of freedom": H07 + SD07 + "half = T95.get(n, 2.571) * sd / n ** 0.5\n"

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from dprp_lib import report as R
-from dprp_lib import stats as S
+from dprp_lib.engine import report as R
+from dprp_lib.engine import stats as S
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def test_readme_and_results_page_show_the_committed_runs():
 
 
 def test_cost_rows_put_training_time_and_inference_speed_beside_the_sizes():
-    from dprp_lib.report import cost_rows
+    from dprp_lib.engine.report import cost_rows
 
     rows = [{"variant": "dense", "deployed_fraction": 1.0, "macs_fraction": 1.0, "time_fraction": 1.0, "runs": ["d0"]},
             {"variant": "dprp 50%", "deployed_fraction": 0.496, "macs_fraction": 0.547, "time_fraction": 1.13,
@@ -118,7 +118,7 @@ def test_jpeg_cost_pairs_each_lossless_run_with_its_jpeg_twin(tmp_path):
     import dataclasses
     import json
 
-    from dprp_lib import experiments as E
+    from dprp_lib.engine import experiments as E
 
     def commit(config, summary):
         config = dataclasses.replace(config, amp=True)  # as trained here: bf16 (amp="auto" finds it)

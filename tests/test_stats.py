@@ -1,11 +1,11 @@
-"""dprp_lib.stats against scipy's own t-tests, at small and large numbers of seeds."""
+"""dprp_lib.engine.stats against scipy's own t-tests, at small and large numbers of seeds."""
 import math
 import random
 
 import pytest
 from scipy import stats as scipy_stats
 
-from dprp_lib import stats as S
+from dprp_lib.engine import stats as S
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 11, 12, 30])

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import dprp_lib as dprp
-from dprp_lib import train as T
-from dprp_lib.config import TrainConfig
+from dprp_lib.engine import data as D, runs, train as T
+from dprp_lib.engine.config import TrainConfig
 from conftest import require_mirror
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,12 +82,12 @@ def test_same_seed_gives_the_same_metrics(reference, tmp_path):
 @pytest.mark.slow
 def test_final_checkpoint_reloads_into_a_fresh_model(reference):
     cfg, summary, _ = reference
-    run = dprp.runs.load_run(cfg.out_dir)
+    run = runs.load_run(cfg.out_dir)
     ckpt, model = run.checkpoint(), run.model()
     assert {n: l.rank for n, l in dprp.svd_layers(model)} == summary["ranks"]
-    data = dprp.data.load_dataset("cifar10-mirror", DATA_DIR).subset(None, 20)
+    data = D.load_dataset("cifar10-mirror", DATA_DIR).subset(None, 20)
     norm = ckpt["normalization"]
-    loader = dprp.data.BatchLoader(data.test_x, data.test_y, 100, norm["mean"], norm["std"], train=False)
+    loader = D.BatchLoader(data.test_x, data.test_y, 100, norm["mean"], norm["std"], train=False)
     assert T.evaluate(model, loader)["test_acc"] == pytest.approx(summary["test_acc"])
 
 
@@ -135,7 +135,7 @@ def test_a_committed_checkpoint_resumes_elsewhere_through_the_launcher(reference
     copied to another clone's results/, is resumed there by the launcher to the uninterrupted result."""
     import shutil
 
-    from dprp_lib import experiments as E, launcher as L
+    from dprp_lib.engine import experiments as E, launcher as L
 
     _, summary, history = reference
     cfg = small(tmp_path, epochs=3)
@@ -351,7 +351,7 @@ def test_measured_forms_are_chosen_at_the_start_and_after_every_cut(tmp_path, mo
     cuts = sum(1 for r in rows(tmp_path / "measured") if "test_acc_before_cut" in r)
     assert cuts == 2 and calls == [((50, 3, 32, 32), True)] * (1 + cuts)
     # every layer ran factored: the MAC count is of that form, above the counted choice's
-    run = dprp.runs.load_run(tmp_path / "measured")
+    run = runs.load_run(tmp_path / "measured")
     counted = dprp.count_macs(run.model())
     assert summary["macs"] > counted
     # the count (the default) never measures

@@ -1,10 +1,10 @@
 """The panels, driven headlessly: change a control, check what the panel computed."""
 import torch
 
-from dprp_lib.config import TrainConfig
-from dprp_lib.experiments import aggregate
-from dprp_lib.runs import Run
-from dprp_lib.widgets import GridExplorer, RankExplorer, SweepExplorer
+from dprp_lib.engine.config import TrainConfig
+from dprp_lib.engine.experiments import aggregate
+from dprp_lib.engine.runs import Run
+from dprp_lib.course.widgets import GridExplorer, RankExplorer, SweepExplorer
 
 
 def test_rank_explorer_follows_its_slider():
@@ -52,7 +52,7 @@ def test_grid_explorer_shows_the_chosen_variant():
 
 
 def test_layer_cost_calculator_reports_the_layers_break_even_ranks():
-    from dprp_lib.widgets import LayerCostCalculator
+    from dprp_lib.course.widgets import LayerCostCalculator
 
     panel = LayerCostCalculator(64, 64, 3)
     assert panel.result["break_even_deployed"] == 64 * 576 / (64 + 576)
@@ -65,7 +65,7 @@ def test_layer_cost_calculator_reports_the_layers_break_even_ranks():
 
 
 def test_drift_explorer_shows_s_departing_from_the_true_spectrum():
-    from dprp_lib.widgets import DriftExplorer
+    from dprp_lib.course.widgets import DriftExplorer
 
     panel = DriftExplorer()
     panel.drift.value = 0.0
@@ -80,7 +80,7 @@ def test_drift_explorer_shows_s_departing_from_the_true_spectrum():
 
 
 def test_energy_cut_explorer_compares_index_order_with_sorted():
-    from dprp_lib.widgets import EnergyCutExplorer
+    from dprp_lib.course.widgets import EnergyCutExplorer
 
     shuffled = torch.tensor([3.0, 0.2, 2.0, 1.0, 0.5, 0.1, 1.5, 0.05])
     panel = EnergyCutExplorer({"layer": shuffled}, energies=(0.01, 0.1))
@@ -92,7 +92,7 @@ def test_energy_cut_explorer_compares_index_order_with_sorted():
 
 def test_truncation_explorer_cuts_each_model_at_each_energy():
     import dprp_lib as dprp
-    from dprp_lib.widgets import TruncationExplorer
+    from dprp_lib.course.widgets import TruncationExplorer
 
     torch.manual_seed(0)
     dense = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))

@@ -25,12 +25,12 @@ import ipywidgets as W
 import torch
 from IPython.display import display
 
+from ..method.layers import SVDConv2d, SVDLinear, svd_layers
+from ..method.lowrank import energy_rank, low_rank, relative_error, storage
+from ..method.metrics import deployed_params
+from ..method.pruning import prune_ranks
+from ..method.regularizers import layer_orthogonality
 from . import plots
-from .layers import SVDConv2d, SVDLinear, svd_layers
-from .lowrank import energy_rank, low_rank, relative_error, storage
-from .metrics import deployed_params
-from .pruning import prune_ranks
-from .regularizers import layer_orthogonality
 
 
 class Panel:

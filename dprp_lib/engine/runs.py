@@ -19,9 +19,9 @@ from pathlib import Path
 
 from torch import nn
 
-from .checkpoint import load_checkpoint, load_model_state, save_checkpoint, write_text_atomic
+from ..method.checkpoint import load_checkpoint, load_model_state, save_checkpoint, write_text_atomic
+from ..method.convert import svdify
 from .config import TrainConfig
-from .convert import svdify
 from .models import build_model
 from .precision import choose_amp
 

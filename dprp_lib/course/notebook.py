@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import paths
-from .experiments import MODES, preset, run_grid
-from .train import resolve_device
+from .. import paths
+from ..engine.experiments import MODES, preset, run_grid
+from ..engine.train import resolve_device
 
 
 def setup(mode: str, seed: int = 0, device: str = "auto") -> torch.device:

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import nbformat
 
-from .course import chapters
-from .paths import ROOT
+from ..paths import ROOT
+from .build import chapters
 
 COURSE_ID = "dprp"
 

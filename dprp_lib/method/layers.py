@@ -111,7 +111,7 @@ class SVDLayer(nn.Module):
         """Keep only directions `index`, in place; the Parameter objects stay the same.
 
         Keeping the objects means an optimizer still holds them; only its per-parameter
-        state needs the same slicing (see dprp_lib.pruning.prune_ranks).
+        state needs the same slicing (see dprp_lib.method.pruning.prune_ranks).
         """
         for p in self.factors():
             p.data = self.take_directions(p.data, index)

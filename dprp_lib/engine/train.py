@@ -32,18 +32,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_checkpoint, load_model_state
+from ..method.checkpoint import load_checkpoint, load_model_state
+from ..method.convert import svdify
+from ..method.forms import measure_forms, set_forms
+from ..method.layers import svd_layers
+from ..method.metrics import count_macs, count_params, deployed_params, order_violations, spectrum_gap
+from ..method.pruning import PruneSchedule, energy_for_size, prune_ranks
+from ..method.regularizers import Regularizer
 from .config import TrainConfig
-from .convert import svdify
 from .data import BatchLoader, balanced_sample, load_dataset, other_test_sets
-from .forms import measure_forms, set_forms
-from .layers import svd_layers
 from .methods import METHODS
-from .metrics import count_macs, count_params, deployed_params, order_violations, spectrum_gap
 from .models import build_model
 from .precision import bf16_is_fast, choose_amp, processor  # noqa: F401 (bf16_is_fast: public here too)
-from .pruning import PruneSchedule, energy_for_size, prune_ranks
-from .regularizers import Regularizer
 from .runs import RunFolder
 
 
@@ -611,9 +611,9 @@ def _summary(config, data, history, dense_params, dense_macs, device, ddp, model
 
 def code_version() -> dict:
     """The library version and, in a git checkout, the commit (with "+changes" when the tree differs)."""
-    from . import __version__
+    from .. import __version__
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the checkout holding dprp_lib/
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=10).stdout.strip() or None

@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import paths
-from .checkpoint import save_checkpoint
+from .. import paths
+from ..method.checkpoint import save_checkpoint
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")

@@ -2,7 +2,7 @@
 
 `deploy(model, example)` goes further than `compact()`:
   1. each factored layer takes the form measured fastest at the example's shape, timed as the
-     plain modules inference runs (not only the one with fewer weights: see dprp_lib.forms):
+     plain modules inference runs (not only the one with fewer weights: see dprp_lib.method.forms):
      dense, two stages with s folded into U, or two stages with the rank padded by zero
      directions to a multiple of 8 (the same function; see convert.DEPLOYED_FORMS);
   2. every BatchNorm is folded into the convolution before it (the second stage of a

@@ -12,9 +12,10 @@ import dataclasses
 import statistics
 from pathlib import Path
 
+from .. import paths
+from . import runs
 from .config import TrainConfig
 from .data import default_dataset
-from . import paths, runs
 from .methods import METHODS
 from .runs import Run, config_key, load_run
 from .train import fit

@@ -14,13 +14,13 @@ from functools import cache
 from pathlib import Path
 from typing import Literal, Union, get_args, get_origin, get_type_hints
 
+from ..method.forms import Form
+from ..method.lowrank import check_energy
+from ..method.regularizers import SparseKind
 from .data import DatasetName
-from .forms import Form
-from .lowrank import check_energy
 from .methods import METHODS, MethodName
 from .models import ModelName
 from .precision import Amp
-from .regularizers import SparseKind
 # Fields that say where or how a run is executed, not what it computes: they stay out of a
 # run's key, and may change when an interrupted run resumes.
 HOW_TO_RUN = frozenset({"out_dir", "resume", "progress", "device", "data_dir", "data_source", "compile",

@@ -21,8 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import paths, runs
-from .checkpoint import load_checkpoint, save_checkpoint, write_text_atomic
+from .. import paths
+from ..method.checkpoint import load_checkpoint, save_checkpoint, write_text_atomic
+from . import runs
 from .config import TrainConfig
 from .data import load_dataset, other_test_sets
 from .experiments import KEEP_CHECKPOINTS, MODES, CHAPTER_GRIDS, collect, find_run, grid, run_or_load, variant_of

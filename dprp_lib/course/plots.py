@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 import torch
 
-from .lowrank import energy_rank
+from ..method.lowrank import energy_rank
 
 STYLE = {
     "figure.dpi": 90, "savefig.dpi": 90, "figure.figsize": (6.4, 3.6),

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import tempfile
 
-from .config import TrainConfig
-from .convert import compact
-from .metrics import count_macs, format_table, rank_table
-from .runs import load_run
-from .train import fit
+from ..engine.config import TrainConfig
+from ..engine.runs import load_run
+from ..engine.train import fit
+from ..method.convert import compact
+from ..method.metrics import count_macs, format_table, rank_table
 
 
 def run_demo(dataset: str, data_dir="data", epochs: int = 4, per_class: int = 200, batch_size: int = 64,

@@ -17,9 +17,9 @@ import re
 import statistics
 from pathlib import Path
 
-from .paths import RESULTS, ROOT
+from ..method.metrics import count_params
+from ..paths import RESULTS, ROOT
 from .experiments import DPRP_POINTS, FULL_RECIPE, collect, find_run, grid, variant_of
-from .metrics import count_params
 from .models import build_model
 from .runs import config_key, definite
 from .stats import accuracy_change, mean_interval, time_ratio
@@ -132,7 +132,7 @@ def cost_rows(report: dict, deploy: dict | None = None) -> list[dict]:
 def show(variants=None, results=None, dataset=None, mode: str = "full") -> dict:
     """Print the full-data rows of `variants` (names as in the table, e.g. "dprp 50%"; None: all)
     and the runs of theirs still missing; return both, for a chapter's metrics."""
-    from .metrics import format_table
+    from ..method.metrics import format_table
 
     report = full_data_rows(results, dataset, mode)
     keep = (lambda v: True) if variants is None else (lambda v: v in variants)
@@ -171,7 +171,7 @@ def paired_rows(report: dict, reference: str, variants) -> list[dict]:
 
 def show_paired(report: dict, reference: str, variants) -> list[dict]:
     """Print `paired_rows` as a table; return them."""
-    from .metrics import format_table
+    from ..method.metrics import format_table
 
     rows = paired_rows(report, reference, variants)
     print(format_table([{
@@ -448,3 +448,38 @@ def main(argv=None) -> int:
             print(f"updated {path}")
     return 0
 
+
+def show_history(report: dict, columns: dict, results=None) -> list[dict]:
+    """What a `show` report's committed runs logged while they trained, read back from their folders:
+    per variant, the mean over its seeds of each of `columns`, {header: (history key, "last",
+    "mean" over epochs or an epoch number (from 1), format)}, beside its weights (λ, ε), the epochs of its cuts and its final
+    total rank. Prints the table (or that no run is committed yet) and returns the rows."""
+    from ..method.metrics import format_table
+    from ..method.pruning import PruneSchedule
+    from .runs import load_run
+
+    folder = Path(results or RESULTS)
+    rows = []
+    for r in report["rows"]:
+        runs = [load_run(folder / key) for key in r["runs"] if (folder / key).is_dir()]
+        if not runs:
+            continue
+        c = runs[0].config
+        schedule = PruneSchedule(c.prune_warmup, c.prune_every, c.prune_stop)
+        cuts = [e for e in range(1, c.epochs + 1) if schedule.due(e)] if c.method == "dprp" else []
+        row = {"variant": r["variant"], "seeds": len(runs),
+               "λ orth / sort / sparse": f"{c.orth:g} / {c.sort:g} / {c.sparse:g} ({c.sparse_kind})", "ε": f"{c.energy:g}",
+               "cuts after epoch": f"{cuts[0]}–{cuts[-1]} ({len(cuts)})" if cuts else "none"}
+        for header, (key, how, fmt) in columns.items():
+            values = [run.history[-1][key] if how == "last" else run.history[how - 1][key] if isinstance(how, int)
+                      else statistics.fmean(h[key] for h in run.history) for run in runs]
+            row[header] = format(statistics.fmean(values), fmt)
+        row["total rank"] = f"{statistics.fmean(run.summary['total_rank'] for run in runs):.0f}/{runs[0].summary['full_rank']}"
+        rows.append(row)
+    if rows:
+        s = runs[0].summary
+        held = f", {s['val_images']:,} validation (val)" if s.get("val_images") else ""
+        print(f"each run: {s['train_images']:,} training{held} and {s['test_images']:,} test images, "
+              f"{runs[0].config.epochs} epochs; means over each variant's seeds")
+    print(format_table(rows) if rows else "none of these runs is committed yet")
+    return rows

@@ -5,7 +5,7 @@
 `auto` is "full" on a machine with a CUDA GPU and "quick" (the laptop CPU course) otherwise.
 Writes build/notebooks/NN_*.ipynb (executed), build/metrics/NN_*.json, build/course.json (mode,
 time and status of each chapter) and the site: build/html/index.html and build/html/NN_*.html, a
-Jupyter Book of the executed chapters (source in build/book/, configuration in dprp_lib/site/book/)
+Jupyter Book of the executed chapters (source in build/book/, configuration in dprp_lib/course/site/book/)
 that works offline. --site-only rebuilds the site from OUT/notebooks/ without executing anything.
 """
 from __future__ import annotations
@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
-from .experiments import MODES
+from .. import paths
+from ..engine.experiments import MODES
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = paths.ROOT / "notebooks"
 SITE = Path(__file__).resolve().parent / "site"
 
 
@@ -125,7 +126,7 @@ open the notebooks in JupyterLab (`make lab`) to compute your own.
 
 
 def write_book(out: Path, report: list[dict]) -> Path:
-    """build/book/: the Jupyter Book source (dprp_lib/site/book/, its _toc.yml, index.md and every
+    """build/book/: the Jupyter Book source (dprp_lib/course/site/book/, its _toc.yml, index.md and every
     executed chapter in build/notebooks/, including those an earlier run executed)."""
     book = out / "book"
     shutil.rmtree(book, ignore_errors=True)
