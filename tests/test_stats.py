@@ -64,3 +64,40 @@ def test_binomial_sd_of_a_test_set():
     assert S.binomial_sd(0.9, 10000) < S.binomial_sd(0.9, 1000)
     with pytest.raises(ValueError):
         S.binomial_sd(90.0, 1000)
+
+
+@pytest.mark.parametrize("sd, difference, level", [(0.43, 1.0, 0.95), (4.9, 2.0, 0.95), (0.18, 1.83, 1 - 0.05 / 3),
+                                                   (1.0, -0.5, 0.99)])
+def test_seeds_needed_is_the_first_n_whose_interval_is_narrower_than_the_difference(sd, difference, level):
+    n = S.seeds_needed(sd, difference, level)
+    half = lambda k: scipy_stats.t.ppf((1 + level) / 2, k - 1) * sd / math.sqrt(k)
+    assert half(n) < abs(difference)
+    assert n == 2 or half(n - 1) >= abs(difference)
+    # the same number read off scipy's own interval of n differences with exactly that spread
+    d = [difference + sd * z for z in (-1.0, 1.0)] + [difference] * (n - 2)
+    d = [difference + (x - difference) * sd / scipy_stats.tstd(d) for x in d]
+    ci = scipy_stats.ttest_1samp(d, 0.0).confidence_interval(level)
+    assert (ci.high - ci.low) / 2 == pytest.approx(half(n), rel=1e-9)
+
+
+def test_seeds_needed_degenerate_cases():
+    assert S.seeds_needed(0.0, 1.0) == 2
+    assert S.seeds_needed(1.0, 0.0) is None
+    assert S.seeds_needed(100.0, 0.01, max_seeds=50) is None
+    with pytest.raises(ValueError):
+        S.seeds_needed(-1.0, 1.0)
+
+
+@pytest.mark.parametrize("difference, sd, n", [(1.0, 0.43, 3), (0.8, 0.43, 2), (2.0, 4.9, 12), (0.0, 1.0, 5)])
+def test_paired_power_is_how_often_scipys_paired_test_decides(difference, sd, n):
+    import numpy as np
+    power = S.paired_power(difference, sd, n)
+    if difference == 0:
+        assert power == pytest.approx(0.05, abs=1e-9)  # at no difference: the false-decision rate
+    rng = np.random.default_rng(n)
+    d = rng.normal(difference, sd, size=(40_000, n))
+    decided = (scipy_stats.ttest_1samp(d, 0.0, axis=1).pvalue < 0.05).mean()
+    assert decided == pytest.approx(power, abs=0.01)
+    assert S.paired_power(-difference, sd, n) == pytest.approx(power)
+    with pytest.raises(ValueError):
+        S.paired_power(1.0, 1.0, 1)

@@ -79,3 +79,31 @@ def binomial_sd(accuracy: float, n: int) -> float:
     if not 0 <= accuracy <= 1 or n < 1:
         raise ValueError(f"need 0 <= accuracy <= 1 and n >= 1, got {accuracy}, {n}")
     return (accuracy * (1 - accuracy) / n) ** 0.5
+
+
+def seeds_needed(sd: float, difference: float, level: float = 0.95, max_seeds: int = 10_000) -> int | None:
+    """The fewest seeds n (at least 2) whose paired interval at `level` is narrower than the
+    difference: t_{n-1} · sd / √n < |difference|, with `sd` the per-seed standard deviation of
+    the paired differences (assumed to stay as measured). None if more than `max_seeds` would be
+    needed (or the difference is 0). At that n, a true difference of exactly `difference` is
+    decided only about half the time: see `paired_power`."""
+    if sd < 0:
+        raise ValueError(f"sd must be >= 0, got {sd}")
+    _t_quantile(level, 1)
+    if difference == 0:
+        return None
+    for n in range(2, max_seeds + 1):
+        if _t_quantile(level, n - 1) * sd / n ** 0.5 < abs(difference):
+            return n
+    return None
+
+
+def paired_power(difference: float, sd: float, n: int, level: float = 0.95) -> float:
+    """The probability that a paired t-interval at `level` over n seeds excludes zero when the true
+    mean difference is `difference` and the paired differences are normal with standard deviation
+    `sd` (noncentral t: the power of the two-sided paired t-test)."""
+    if n < 2 or sd <= 0:
+        raise ValueError(f"need n >= 2 and sd > 0, got n={n}, sd={sd}")
+    df, crit = n - 1, _t_quantile(level, n - 1)
+    shift = difference * n ** 0.5 / sd
+    return float(_scipy.nct.sf(crit, df, shift) + _scipy.nct.cdf(-crit, df, shift))
