@@ -95,6 +95,9 @@ def claims_06(m):
     if m["mode"] != "smoke":
         assert methods["dprp"]["deployed_fraction"] < methods["svd-training"]["deployed_fraction"] <= methods["posthoc"]["deployed_fraction"]
         assert m["posthoc_at_dprp_ranks"]["test_acc"] < methods["dprp"]["test_acc"] - 0.1
+    scratch = m["scratch"]  # the students' own loop (section 5): the loss falls, the ranks fall
+    assert scratch["losses"][-1] < 0.9 * scratch["losses"][0] and scratch["test_acc"] > 0.15
+    assert scratch["ranks"][-1] <= 0.8 * scratch["start_rank"] and scratch["ranks"] == sorted(scratch["ranks"], reverse=True)
 
 
 def claims_07(m):

@@ -60,6 +60,23 @@ def instructor_answer(cell) -> str:
 H07 = "n = len(d)\nmean = sum(d) / n\n"
 SD07 = "sd = (sum((x - mean) ** 2 for x in d) / (n - 1)) ** 0.5\n"
 CUM01 = "cumulative = torch.cumsum(e, 0)\n"
+# chapter 06: the cut, the step and the loop, each wrong in one way
+CUT06_RULE = ("e = layer.s.detach().double().square().cumsum(0)\n"
+              "k = max(1, min(int((e < (1 - energy) * e[-1]).sum()) + 1, layer.rank))\n")
+CUT06_SLICE = ("for p in (layer.U, layer.s, layer.V):\n    p.data = p.data[..., :k].clone()\n"
+               "    state = optimizer.state.get(p, {})\n    if state.get('momentum_buffer') is not None:\n"
+               "        state['momentum_buffer'] = state['momentum_buffer'][..., :k].clone()\nreturn k")
+CE06 = "ce = F.cross_entropy(model(x), y)\n"
+PEN06 = ("penalty = sum(weights['orth'] * orth_penalty(m) + weights['sort'] * sort_penalty(m) "
+         "+ weights['sparse'] * sparse_penalty(m) for m in factored_layers(model))\n")
+STEP06_TAIL = "optimizer.zero_grad()\n(ce + penalty).backward()\noptimizer.step()\nreturn ce.item()"
+TRAIN06 = ("optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)\nhistory = []\n"
+           "for epoch in range(1, epochs + 1):\n"
+           "    losses = [my_step(model, x, y, optimizer, weights) for x, y in batches]\n"
+           "    if epoch in cut_after:\n        for layer in factored_layers(model):\n"
+           "                my_cut(layer, optimizer, energy)\n"
+           "    history.append({'epoch': epoch, 'loss': sum(losses) / len(losses), "
+           "\"rank\": sum(m.rank for m in factored_layers(model))})\nreturn history")
 WRONG = {
     "energy_rule": {
         "the library's rank_for_energy": "from dprp_lib.method.lowrank import rank_for_energy\nreturn rank_for_energy(s, keep)",
@@ -138,16 +155,82 @@ WRONG = {
         "the width against the bound": 'return "meets" if high - low < abs(bound) else "not decided"',
         "constant": 'return "not decided"',
     },
+    "cut": {
+        "sorted before the rule": "e = layer.s.detach().abs().sort(descending=True).values.double().square().cumsum(0)\n"
+                                  "k = max(1, min(int((e < (1 - energy) * e[-1]).sum()) + 1, layer.rank))\n" + CUT06_SLICE,
+        "|s| for the energy": "e = layer.s.detach().abs().double().cumsum(0)\n"
+                              "k = max(1, min(int((e < (1 - energy) * e[-1]).sum()) + 1, layer.rank))\n" + CUT06_SLICE,
+        "off by one (no + 1)": "e = layer.s.detach().double().square().cumsum(0)\n"
+                               "k = max(1, min(int((e < (1 - energy) * e[-1]).sum()), layer.rank))\n" + CUT06_SLICE,
+        "<= (one direction too many)": "e = layer.s.detach().double().square().cumsum(0)\n"
+                                       "k = max(1, min(int((e <= (1 - energy) * e[-1]).sum()) + 1, layer.rank))\n" + CUT06_SLICE,
+        "energy read as the part kept": "e = layer.s.detach().double().square().cumsum(0)\n"
+                                        "k = max(1, min(int((e < energy * e[-1]).sum()) + 1, layer.rank))\n" + CUT06_SLICE,
+        "optimizer ignored": CUT06_RULE + "for p in (layer.U, layer.s, layer.V):\n    p.data = p.data[..., :k].clone()\nreturn k",
+        "momentum reset to zero": CUT06_RULE + "for p in (layer.U, layer.s, layer.V):\n    p.data = p.data[..., :k].clone()\n"
+                                  "    if optimizer.state.get(p, {}).get('momentum_buffer') is not None:\n"
+                                  "        optimizer.state[p]['momentum_buffer'] = torch.zeros_like(p.data)\nreturn k",
+        "new Parameters": CUT06_RULE + "for name in ('U', 's', 'V'):\n    p = getattr(layer, name)\n"
+                          "    setattr(layer, name, nn.Parameter(p.data[..., :k].clone()))\nreturn k",
+        "rows sliced (a missing transpose)": CUT06_RULE + CUT06_SLICE.replace("[..., :k]", "[:k]"),
+        "the last k directions kept": CUT06_RULE + CUT06_SLICE.replace("[..., :k]", "[..., -k:]"),
+        "energy ignored (nothing cut)": "k = layer.rank\n" + CUT06_SLICE,
+    },
+    "step": {
+        "no zero_grad": CE06 + PEN06 + "(ce + penalty).backward()\noptimizer.step()\nreturn ce.item()",
+        "returns the total loss": CE06 + PEN06 + "optimizer.zero_grad()\n(ce + penalty).backward()\noptimizer.step()\n"
+                                  "return (ce + penalty).item()",
+        "returns the tensor": CE06 + PEN06 + "optimizer.zero_grad()\n(ce + penalty).backward()\noptimizer.step()\nreturn ce",
+        "penalties unweighted": CE06 + "penalty = sum(orth_penalty(m) + sort_penalty(m) + sparse_penalty(m) "
+                                "for m in factored_layers(model))\n" + STEP06_TAIL,
+        "sparsity left out": CE06 + "penalty = sum(weights['orth'] * orth_penalty(m) + weights['sort'] * sort_penalty(m) "
+                             "for m in factored_layers(model))\n" + STEP06_TAIL,
+        "orth and sort weights swapped": CE06 + "penalty = sum(weights['sort'] * orth_penalty(m) + weights['orth'] * sort_penalty(m)"
+                                         " + weights['sparse'] * sparse_penalty(m) for m in factored_layers(model))\n" + STEP06_TAIL,
+        "penalty on the first layer only": CE06 + "m = factored_layers(model)[0]\npenalty = weights['orth'] * orth_penalty(m) + "
+                                           "weights['sort'] * sort_penalty(m) + weights['sparse'] * sparse_penalty(m)\n" + STEP06_TAIL,
+    },
+    "train": {
+        "a cut after every epoch": TRAIN06.replace("if epoch in cut_after:", "if True:"),
+        "no cut": TRAIN06.replace("if epoch in cut_after:", "if False:"),
+        "a new optimizer each epoch (momentum lost)": TRAIN06.replace(
+            "optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)\nhistory = []\nfor epoch in range(1, epochs + 1):\n",
+            "history = []\nfor epoch in range(1, epochs + 1):\n    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)\n"),
+        "the rank logged before the cut": TRAIN06.replace(
+            "    if epoch in cut_after:", "    rank = sum(m.rank for m in factored_layers(model))\n    if epoch in cut_after:").replace(
+            '"rank": sum(m.rank for m in factored_layers(model))}', '"rank": rank}'),
+        "lr ignored (0.05)": TRAIN06.replace("lr=lr,", "lr=0.05,"),
+        "cut at the start of the epoch": TRAIN06.replace(
+            "    losses = [my_step(model, x, y, optimizer, weights) for x, y in batches]\n", "").replace(
+            "                my_cut(layer, optimizer, energy)\n",
+            "                my_cut(layer, optimizer, energy)\n    losses = [my_step(model, x, y, optimizer, weights) for x, y in batches]\n"),
+    },
 }
 # What each chapter's cells before the exercise put in the namespace that its graded cell uses.
 PREAMBLE = {
-    "energy_rule": "import torch\nimport dprp_lib as dprp\nfrom dprp_lib import lowrank\n"
+    "energy_rule": "import torch\nimport dprp_lib as dprp\nfrom dprp_lib.method import lowrank\n"
                    "s_image = torch.linalg.svdvals(torch.rand(60, 50, generator=torch.Generator().manual_seed(0), "
                    "dtype=torch.float64))\n",
     "interval": "", "conv_macs": "import torch\nimport dprp_lib as dprp\n", "verdict": "",
 }
 EXERCISE_CHAPTER = {"energy_rule": "01_svd_basics", "interval": "07_ablations", "conv_macs": "08_resnet20_cifar10",
-                    "verdict": "09_results_vs_paper"}
+                    "verdict": "09_results_vs_paper", "cut": "06_dynamic_rank_pruning", "step": "06_dynamic_rank_pruning",
+                    "train": "06_dynamic_rank_pruning"}
+
+
+def chapter06_context(grade_id: str) -> str:
+    """Chapter 06 in smoke mode: its given pieces (the data included) and the instructor's answers
+    to the exercises before `grade_id`, which the later graded cells call."""
+    nb = nbformat.read(ROOT / "notebooks" / "06_dynamic_rank_pruning.ipynb", as_version=4)
+    given = next(c.source for c in nb.cells if meta(c).get("grade_id") == "scratch_pieces")
+    order = ["cut", "step", "train"]
+    earlier = [a.source for a, _ in exercises(nb) if meta(a)["grade_id"] in order[:order.index(grade_id)]]
+    return "\n".join(["import torch\nimport dprp_lib as dprp\nfrom dprp_lib.engine.data import load_dataset\n"
+                      "from dprp_lib.engine.experiments import preset\nMODE, SEED, DATA_DIR = 'smoke', 0, None\n"
+                      "base = preset(MODE)\n", given, *earlier])
+
+
+PREAMBLE.update({g: chapter06_context for g in ("cut", "step", "train")})
 
 
 def grade_in_process(grade_id: str, body: str | None):
@@ -155,7 +238,10 @@ def grade_in_process(grade_id: str, body: str | None):
     nb = nbformat.read(ROOT / "notebooks" / f"{EXERCISE_CHAPTER[grade_id]}.ipynb", as_version=4)
     answer, test = next((a, t) for a, t in exercises(nb) if meta(a)["grade_id"] == grade_id)
     namespace = {}
-    exec(PREAMBLE[grade_id], namespace)
+    if callable(PREAMBLE[grade_id]):
+        require_mirror()  # chapter 06's from-scratch loop trains on CIFAR-10 images
+    preamble = PREAMBLE[grade_id]
+    exec(preamble(grade_id) if callable(preamble) else preamble, namespace)
     exec(answer.source if body is None else with_body(answer.source, body), namespace)
     try:
         exec(test.source, namespace)
