@@ -161,7 +161,18 @@ def main(argv=None) -> int:
         module = importlib.import_module(f"{__package__}.{DELEGATED[argv[0]][0]}")
         return module.main(argv[1:])
 
-    from .engine.data import OTHER_TESTS, DataUnavailable, default_dataset
+    from .engine.data import DataUnavailable
+
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataUnavailable, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .engine.data import OTHER_TESTS, default_dataset
 
     parser = argparse.ArgumentParser(prog="dprp", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -209,13 +220,7 @@ def main(argv=None) -> int:
     p.add_argument("--energy", type=float, default=0.02, help="fraction of Σ s² a cut may drop")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
-
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (DataUnavailable, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return parser
 
 
 if __name__ == "__main__":

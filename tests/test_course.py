@@ -29,6 +29,8 @@ def _chapter(path, heading):
             "text/html": PANEL_HTML,
             "application/vnd.jupyter.widget-view+json": {"model_id": "abc", "version_major": 2, "version_minor": 0},
         })]),
+        # the chapters' test plumbing (save_metrics), kept off the page
+        new_code_cell("_ = save_metrics('plumbingword')", metadata={"tags": ["remove-cell"]}),
     ])
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2,
                                                                            "version_minor": 0}}
@@ -108,6 +110,11 @@ def test_panels_render_as_their_precomputed_html(site):
     assert course.WIDGET_VIEW not in book_copy.cells[2].outputs[0].data
     # The executed notebook itself is left as papermill wrote it.
     assert course.WIDGET_VIEW in nbformat.read(out / "notebooks" / "01_first.ipynb", as_version=4).cells[2].outputs[0].data
+
+
+def test_cells_tagged_remove_cell_stay_off_the_page(site):
+    out, _ = site
+    assert "plumbingword" not in (out / "html" / "01_first.html").read_text()
 
 
 def test_solution_markers_are_not_headings(site):

@@ -5,7 +5,6 @@ a notebook displays a figure by leaving it last in a cell or by `display(fig)`.
 """
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 
 import matplotlib.patches
@@ -427,10 +426,48 @@ def grouped_bars(rows: list[dict], metrics: list[tuple[str, str]], label: str = 
                 ax.scatter([i] * len(vals), vals, color="black", s=8, zorder=3)
             ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
             ax.set(ylabel=ylabel)
-            finite = means[np.isfinite(means)]
-            if len(finite) and key.endswith("acc"):
-                low = min(r[f"{key}_min"] for r in rows)
-                ax.set_ylim(max(0, math.floor(low * 20) / 20 - 0.05), None)
+            ax.set_ylim(bottom=0)  # bars are read by their height: every axis starts at 0
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+def full_data_overview(report: dict, paired: list[dict], sweep: list[dict] = (), title: str = "") -> Figure:
+    """Left: test accuracy against deployed size, every committed seed a dot, each variant's mean
+    ringed, the ε sweep (seed 0) as a grey line. Right: each `paired` row's change against its
+    reference in points, seeds as dots, the mean with its 95% interval (t, over the paired seeds).
+
+    `report` is `report.full_data_rows(...)`; `paired` is `report.paired_rows(...)`; `sweep` rows
+    hold deployed_fraction and test_acc (fractions), as `report.calibration_points()` gives them.
+    """
+    with _style():
+        fig, (a, b) = _figure(2, width=11, height=4.4, gridspec_kw={"width_ratios": [1.25, 1]})
+        if sweep:
+            pts = sorted(sweep, key=lambda p: p["deployed_fraction"])
+            a.plot([p["deployed_fraction"] for p in pts], [100 * p["test_acc"] for p in pts], "o-",
+                   color="0.65", mfc="white", ms=5, lw=1, zorder=1, label="ε sweep (seed 0)")
+        others = iter(COLORS * 2)  # the dense baseline in black, every other variant its own colour
+        for r in report["rows"]:
+            color = "black" if r["variant"] == "dense" else next(others)
+            values = [100 * v for v in r["test_acc_values"]]
+            a.scatter([r["deployed_fraction"]] * len(values), values, s=12, color=color, alpha=0.6, zorder=2)
+            a.scatter(r["deployed_fraction"], r["test_acc"], s=70, facecolor="none", edgecolor=color, lw=1.6,
+                      zorder=3, label=f"{r['variant']} ({len(values)} seed{'s' if len(values) > 1 else ''})")
+        a.set(xlabel="deployed parameters (fraction of dense)", ylabel="test accuracy (%)",
+              title="size and accuracy: seeds as dots, means ringed")
+        a.legend(loc="upper left", bbox_to_anchor=(0, -0.16), ncol=2, fontsize=7)  # below the data
+        names = [r["variant"] for r in paired]
+        y = np.arange(len(paired))[::-1]
+        for yi, r in zip(y, paired):
+            b.scatter(r["diffs"], [yi] * len(r["diffs"]), s=14, color="black", alpha=0.6, zorder=3)
+            if r["interval"]:
+                mean, low, high = r["interval"]
+                b.errorbar(mean, yi, xerr=[[mean - low], [high - mean]], fmt="D", color=COLORS[0], capsize=4, zorder=2)
+        b.axvline(0, color="gray", lw=1)
+        b.set_yticks(y, names, fontsize=8)
+        reference = paired[0]["reference"] if paired else ""
+        b.set(xlabel=f"accuracy − {reference} of the same seed (points)",
+              title="paired change: mean and 95% interval (t)")
         if title:
             fig.suptitle(title)
     return fig
@@ -462,33 +499,146 @@ def deploy_speedups(result: dict, title: str = "") -> Figure:
     return fig
 
 
-def paper_comparison(ours: list[dict], paper: list[dict], published: list[dict], title: str = "") -> Figure:
-    """Left: accuracy change against the dense baseline vs deployed size (this project and the
-    paper's own claim). Right: published absolute accuracies (official CIFAR-10) vs parameters.
+def layer_form_speedups(layers: list[dict], title: str = "") -> Figure:
+    """Layer by layer, in network order: the speed-up of each factored form over the layer's dense
+    form (dense time / form time), a bar per form, its value written on it; the dashed line is "as
+    fast as dense". A bar is coloured where `deploy()` kept that form, grey where it kept another
+    (dense, where every bar stays below the line). Stages (the name before the first ".") are
+    shaded in turn; a tick reads "layer (rank/full rank)".
 
-    `ours`/`paper` rows: label, deployed_fraction, delta_acc (points), optional delta_err.
-    `published` rows: label, params (lo, hi) as fractions of dense, acc (lo, hi) in %.
+    `layers` is the "layers_50pct" list that benchmarks/deploy.py writes (results/benchmarks/
+    deploy-cpu.json): rows with "layer", "rank", "dense_ms", "<form>_ms" per timed form and
+    "form" (the one kept). Rows without times (a layer that is not timed) are left out, and so is
+    a form's bar where that form was not timed (None).
     """
+    timed = [r for r in layers if r.get("dense_ms")]
+    forms = [k[:-3] for k in dict.fromkeys(k for r in timed for k in r)
+             if k.endswith("_ms") and k != "dense_ms" and any(r.get(k) for r in timed)]
+    x = np.arange(len(timed))
+    width = 0.8 / max(len(forms), 1)
     with _style():
-        fig, (a, b) = _figure(2, width=11, height=4.2)
-        for i, p in enumerate(ours):
-            a.errorbar(p["deployed_fraction"], p["delta_acc"], yerr=p.get("delta_err", 0), fmt="o",
-                       color=COLORS[i % len(COLORS)], capsize=3, label=p["label"])
-        for p in paper:  # named in the legend: a label beside the star would cross the points near it
-            a.scatter(p["deployed_fraction"], p["delta_acc"], marker="*", s=160, color="black", zorder=4,
-                      label=p["label"])
-        a.axhline(0, color="gray", lw=1)
-        a.set(xlabel="deployed parameters (fraction of dense)", ylabel="accuracy − dense baseline (points)",
-              title="change against each study's own dense baseline")
-        a.legend(fontsize=7, loc="best", frameon=True, framealpha=0.9)  # readable over the error bars
-        for i, p in enumerate(published):
-            lo, hi = p["params"]
-            alo, ahi = p["acc"]
-            b.add_patch(matplotlib.patches.Rectangle((lo, alo), max(hi - lo, 0.01), max(ahi - alo, 0.05),
-                                                     alpha=0.35, color=COLORS[i % len(COLORS)], label=p["label"]))
-        b.set(xlim=(0, 1.1), ylim=(89.5, 92.0), xlabel="parameters or FLOPs (fraction of dense)",
-              ylabel="top-1 accuracy, official CIFAR-10 (%)", title="published ResNet-20 results")
-        b.legend(fontsize=7, loc="lower right")
+        fig, (ax,) = _figure(width=max(6.0, 0.45 * len(timed) + 1.5), height=4.0)
+        stages = [r["layer"].split(".")[0] for r in timed]
+        for k, stage in enumerate(dict.fromkeys(stages)):
+            where = [i for i, s in enumerate(stages) if s == stage]
+            if k % 2 == 0:
+                ax.axvspan(where[0] - 0.5, where[-1] + 0.5, color="0.93", zorder=0, linewidth=0)
+            ax.text((where[0] + where[-1]) / 2, 1.0, stage, transform=ax.get_xaxis_transform(),
+                    ha="center", va="bottom", fontsize=8, color="0.35")
+        handles = []
+        for j, form in enumerate(forms):
+            rows = [i for i, r in enumerate(timed) if r.get(f"{form}_ms")]
+            ratios = [timed[i]["dense_ms"] / timed[i][f"{form}_ms"] for i in rows]
+            kept = [timed[i]["form"] == form for i in rows]
+            colors = [COLORS[(j + 2) % len(COLORS)] if k else "0.72" for k in kept]
+            bars = ax.bar(x[rows] + (j - (len(forms) - 1) / 2) * width, ratios, width, color=colors, zorder=2)
+            for bar, ratio, k in zip(bars, ratios, kept):  # the value inside the bar's top, clear of the line
+                ax.annotate(f"{ratio:.2f}", (bar.get_x() + bar.get_width() / 2, ratio), xytext=(0, -3),
+                            textcoords="offset points", ha="center", va="top", fontsize=6,
+                            color="white" if k else "black", zorder=4)
+            name = form if len(forms) > 1 else f"{form} form"
+            handles.append(matplotlib.patches.Patch(color=COLORS[(j + 2) % len(COLORS)], label=f"{name}: kept by deploy()"))
+        if forms:
+            handles.append(matplotlib.patches.Patch(
+                color="0.72", label="not kept (the dense form was faster)" if len(forms) == 1 else "not kept"))
+        handles.append(ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="as fast as dense", zorder=3))
+        ax.set_xticks(x, [f"{r['layer']} ({r['rank']})" if r.get("rank") else r["layer"] for r in timed],
+                      rotation=60, ha="right", fontsize=7)
+        ax.set_xlim(-0.6, len(timed) - 0.4)
+        ax.set_ylim(0, None)  # bars are read by their height
+        ax.set_ylabel("speed-up over dense (×)")
+        ax.set_title(title, pad=14)  # above the stage names
+        ax.legend(handles=handles, loc="upper left", fontsize=7, framealpha=0.9, frameon=True)
+    return fig
+
+
+def results_against_paper(changes: dict, paper: dict, published: list[dict], title: str = "") -> Figure:
+    """One panel a scale (`changes`: {panel title: rows}, empty panels left out): each row's accuracy
+    change against the dense run of the same seed, in points: every seed a dot, the mean with its
+    95% t-interval over the paired seeds (a hollow mean and no bar where one seed gives no
+    interval). Every row is named on the axis, with its deployed size; its colour is its method's,
+    the same in every panel; one x scale for all of them. The grey line is dense (0), the dashed
+    one the paper's claim. Last panel: the published absolute accuracies on the official CIFAR-10,
+    a bar the range over a study's reported operating points (a range, not an interval). The key
+    sits below the panels.
+
+    rows: label, method, deployed_fraction, diffs (points, one a seed), interval ((mean, low, high)
+    or None). `paper`: label, delta_acc (points). `published` rows: label, params (lo, hi) as
+    fractions of dense, acc (lo, hi) in %.
+    """
+    import textwrap
+
+    panels = {name: rows for name, rows in changes.items() if rows}
+    methods = list(dict.fromkeys(r["method"] for rows in panels.values() for r in rows))
+    colour = {m: COLORS[i % len(COLORS)] for i, m in enumerate(methods)}
+    heights = [len(rows) + 1.5 for rows in panels.values()] + [len(published) + 1.5]
+    with _style():
+        fig, axes = _figure(nrows=len(heights), width=8.5, height=0.3 * sum(heights) + 2.2,
+                            gridspec_kw={"height_ratios": heights})
+        *change_axes, pub = axes
+        single = False
+        for ax, (name, rows) in zip(change_axes, panels.items()):
+            y = np.arange(len(rows))[::-1]
+            for yi, r in zip(y, rows):
+                c, diffs = colour[r["method"]], list(r.get("diffs") or [])
+                ax.scatter(diffs, [yi] * len(diffs), s=16, color=c, alpha=0.45, lw=0, zorder=3)
+                if r.get("interval"):
+                    mean, low, high = r["interval"]
+                    ax.errorbar(mean, yi, xerr=[[mean - low], [high - mean]], fmt="D", ms=5, color=c, capsize=4,
+                                lw=1.6, zorder=4)
+                elif diffs:
+                    single = True
+                    ax.scatter(np.mean(diffs), yi, marker="D", s=30, facecolor="white", edgecolor=c, lw=1.5, zorder=4)
+            ax.axvline(0, color="0.45", lw=1.2, zorder=1)
+            ax.axvline(paper["delta_acc"], color="black", ls="--", lw=1.2, zorder=1)
+            ax.set_yticks(y, [f"{r['label']}  ({r['deployed_fraction']:.0%})" for r in rows], fontsize=8)
+            for tick, r in zip(ax.get_yticklabels(), rows):
+                tick.set_color(colour[r["method"]])
+            ax.set_ylim(-0.7, len(rows) - 0.3)
+            ax.set_title(textwrap.fill(name, 85), loc="left", fontsize=9)  # a long title wraps, not overflows
+            ax.grid(axis="y", visible=False)
+            ax.set_xlabel("accuracy − dense of the same seed (points)", fontsize=8)
+        for ax in change_axes[1:]:
+            ax.sharex(change_axes[0])
+        _published_panel(pub, published)
+        key = _results_key(single, paper["label"])
+        fig.legend(handles=key, loc="outside lower center", ncol=2, fontsize=8)
         if title:
             fig.suptitle(title)
     return fig
+
+
+def _published_panel(ax, published: list[dict]) -> None:
+    """results_against_paper's last panel: published absolute accuracies, a bar a study's range."""
+    y = np.arange(len(published))[::-1]
+    for yi, p in zip(y, published):
+        lo, hi = p["acc"]
+        ax.barh(yi, max(hi - lo, 0.04), left=lo, height=0.45, color="0.6", zorder=2)
+
+    def size(p):
+        lo, hi = p["params"]
+        return f"{(lo + hi) / 2:.0%}" if hi - lo < 0.05 else f"{lo:.0%}–{hi:.0%}"
+
+    ax.set_yticks(y, [f"{p['label']}  ({size(p)})" for p in published], fontsize=8)
+    ax.set_ylim(-0.7, len(published) - 0.3)
+    if published:  # a bar's ends stay clear of the frame
+        lo, hi = min(p["acc"][0] for p in published), max(p["acc"][1] for p in published)
+        ax.set_xlim(lo - 0.08 * (hi - lo) - 0.05, hi + 0.08 * (hi - lo) + 0.05)
+    ax.grid(axis="y", visible=False)
+    ax.set_title("published ResNet-20 results, official CIFAR-10 (absolute accuracy)", loc="left", fontsize=9)
+    ax.set_xlabel("top-1 test accuracy (%)", fontsize=8)
+
+
+def _results_key(single: bool, paper_label: str) -> list:
+    """results_against_paper's key, drawn below the panels."""
+    from matplotlib.lines import Line2D
+
+    key = [Line2D([], [], ls="", marker="o", ms=4, color="0.4", alpha=0.6, label="one seed's change"),
+           Line2D([], [], ls="-", marker="D", ms=5, color="0.2", label="mean and its 95% interval (t, paired seeds)")]
+    if single:
+        key.append(Line2D([], [], ls="", marker="D", ms=5, mfc="white", color="0.2", label="one seed: no interval"))
+    key += [Line2D([], [], color="0.45", lw=1.2, label="dense (no change)"),
+            Line2D([], [], color="black", ls="--", lw=1.2, label=paper_label),
+            matplotlib.patches.Patch(color="0.6", label="published: range over the reported operating points"),
+            Line2D([], [], ls="", label="in brackets: deployed parameters / dense (FLOPs where so named)")]
+    return key

@@ -33,6 +33,36 @@ from ..method.regularizers import layer_orthogonality
 from . import plots
 
 
+
+# What switches a static panel's views in the page (PANEL_ID: the panel's element id).
+_PANEL_SCRIPT = """(function () {
+  var root = document.getElementById("PANEL_ID");
+  var frames = JSON.parse(root.querySelector(".dprp-panel-frames").textContent);
+  var inputs = Array.prototype.slice.call(root.querySelectorAll("select, input"));
+  function value(el) {
+    var options = JSON.parse(el.dataset.options);
+    return el.tagName === "SELECT" ? options[el.selectedIndex] : options[Number(el.value)];
+  }
+  function setValue(el, v) {
+    var i = JSON.parse(el.dataset.options).indexOf(v);
+    if (el.tagName === "SELECT") el.selectedIndex = i; else el.value = String(i);
+  }
+  function show(event) {
+    var key = inputs.map(value).join("|");
+    if (!frames[key] && event) {  // as the live panel does: keep the changed control, adjust the others
+      var i = inputs.indexOf(event.target), wanted = value(event.target);
+      var match = Object.keys(frames).filter(function (k) { return k.split("|")[i] === wanted; })[0];
+      if (match) { match.split("|").forEach(function (v, j) { setValue(inputs[j], v); }); key = match; }
+    }
+    inputs.forEach(function (el) { if (el.nextElementSibling && el.nextElementSibling.tagName === "OUTPUT")
+      el.nextElementSibling.textContent = value(el); });
+    var frame = frames[key];
+    root.querySelector(".dprp-panel-info").innerHTML = frame ? frame.info : "<em>no precomputed view for this combination</em>";
+    if (frame) root.querySelector(".dprp-panel-picture").src = "data:image/png;base64," + frame.png;
+  }
+  inputs.forEach(function (el) { el.addEventListener("input", show); el.addEventListener("change", show); });
+})();"""
+
 class Panel:
     """Controls, an HTML line of numbers and a figure area; subclasses define `compute`."""
 
@@ -59,8 +89,26 @@ class Panel:
 
     def static_html(self) -> str:
         """The panel as self-contained HTML: each view precomputed, switched by plain controls."""
-        saved = [c.value for c in self.controls]
         views = self.views()
+        frames = self._frames(views)
+        pid = f"dprp-panel-{uuid.uuid4().hex[:8]}"
+        controls = [self._control_html(i, c, views) for i, c in enumerate(self.controls)]
+        now = "|".join(str(c.value) for c in self.controls)
+        first = frames.get(now) or next(iter(frames.values()))
+        frames_json = json.dumps(frames).replace("</", "<\\/")  # cannot end the script element early
+        return f"""<div class="dprp-panel" id="{pid}">
+<p class="dprp-panel-note"><em>Precomputed panel: each view was computed when this page was built.
+Open the notebook in JupyterLab (<code>make lab</code>) to compute your own.</em></p>
+<div class="dprp-panel-controls">{" ".join(controls)}</div>
+<div class="dprp-panel-info">{first["info"]}</div>
+<img class="dprp-panel-picture" alt="panel figure" src="data:image/png;base64,{first["png"]}">
+<script type="application/json" class="dprp-panel-frames">{frames_json}</script>
+<script>{_PANEL_SCRIPT.replace("PANEL_ID", pid)}</script>
+</div>"""
+
+    def _frames(self, views) -> dict:
+        """{"value|value|...": {"info", "png"}} for every view, the controls restored afterwards."""
+        saved = [c.value for c in self.controls]
         frames = {}
         try:
             for view in views:
@@ -73,62 +121,26 @@ class Panel:
             for control, value in zip(self.controls, saved):
                 control.value = value
             self.update()
-        pid = f"dprp-panel-{uuid.uuid4().hex[:8]}"
-        controls = []
-        for i, c in enumerate(self.controls):
-            values = list(dict.fromkeys(v[i] for v in views))
-            if all(isinstance(v, (int, float)) for v in values):
-                values.sort()
-            options = [str(v) for v in values]
-            label = html.escape(c.description or f"control {i + 1}")
-            current = options.index(str(c.value)) if str(c.value) in options else 0
-            if isinstance(c, W.Dropdown):
-                opts = "".join(f'<option{" selected" if j == current else ""}>{html.escape(o)}</option>'
-                               for j, o in enumerate(options))
-                controls.append(f'<label>{label} <select data-options="{html.escape(json.dumps(options))}">'
-                                f"{opts}</select></label>")
-            else:  # sliders: a range over the option list, its value shown beside it
-                controls.append(f'<label>{label} <input type="range" min="0" max="{len(options) - 1}" step="1" '
-                                f'value="{current}" data-options="{html.escape(json.dumps(options))}">'
-                                f'<output>{html.escape(options[current])}</output></label>')
-        now = "|".join(str(c.value) for c in self.controls)
-        first = frames.get(now) or next(iter(frames.values()))
-        frames_json = json.dumps(frames).replace("</", "<\\/")  # cannot end the script element early
-        return f"""<div class="dprp-panel" id="{pid}">
-<p class="dprp-panel-note"><em>Precomputed panel: each view was computed when this page was built.
-Open the notebook in JupyterLab (<code>make lab</code>) to compute your own.</em></p>
-<div class="dprp-panel-controls">{" ".join(controls)}</div>
-<div class="dprp-panel-info">{first["info"]}</div>
-<img class="dprp-panel-picture" alt="panel figure" src="data:image/png;base64,{first["png"]}">
-<script type="application/json" class="dprp-panel-frames">{frames_json}</script>
-<script>(function () {{
-  var root = document.getElementById("{pid}");
-  var frames = JSON.parse(root.querySelector(".dprp-panel-frames").textContent);
-  var inputs = Array.prototype.slice.call(root.querySelectorAll("select, input"));
-  function value(el) {{
-    var options = JSON.parse(el.dataset.options);
-    return el.tagName === "SELECT" ? options[el.selectedIndex] : options[Number(el.value)];
-  }}
-  function setValue(el, v) {{
-    var i = JSON.parse(el.dataset.options).indexOf(v);
-    if (el.tagName === "SELECT") el.selectedIndex = i; else el.value = String(i);
-  }}
-  function show(event) {{
-    var key = inputs.map(value).join("|");
-    if (!frames[key] && event) {{  // as the live panel does: keep the changed control, adjust the others
-      var i = inputs.indexOf(event.target), wanted = value(event.target);
-      var match = Object.keys(frames).filter(function (k) {{ return k.split("|")[i] === wanted; }})[0];
-      if (match) {{ match.split("|").forEach(function (v, j) {{ setValue(inputs[j], v); }}); key = match; }}
-    }}
-    inputs.forEach(function (el) {{ if (el.nextElementSibling && el.nextElementSibling.tagName === "OUTPUT")
-      el.nextElementSibling.textContent = value(el); }});
-    var frame = frames[key];
-    root.querySelector(".dprp-panel-info").innerHTML = frame ? frame.info : "<em>no precomputed view for this combination</em>";
-    if (frame) root.querySelector(".dprp-panel-picture").src = "data:image/png;base64," + frame.png;
-  }}
-  inputs.forEach(function (el) {{ el.addEventListener("input", show); el.addEventListener("change", show); }});
-}})();</script>
-</div>"""
+        return frames
+
+    @staticmethod
+    def _control_html(i: int, c, views) -> str:
+        """Control i as plain HTML over the values the views give it: a select or a range."""
+        values = list(dict.fromkeys(v[i] for v in views))
+        if all(isinstance(v, (int, float)) for v in values):
+            values.sort()
+        options = [str(v) for v in values]
+        label = html.escape(c.description or f"control {i + 1}")
+        current = options.index(str(c.value)) if str(c.value) in options else 0
+        if isinstance(c, W.Dropdown):
+            opts = "".join(f'<option{" selected" if j == current else ""}>{html.escape(o)}</option>'
+                           for j, o in enumerate(options))
+            return (f'<label>{label} <select data-options="{html.escape(json.dumps(options))}">'
+                    f"{opts}</select></label>")
+        # sliders: a range over the option list, its value shown beside it
+        return (f'<label>{label} <input type="range" min="0" max="{len(options) - 1}" step="1" '
+                f'value="{current}" data-options="{html.escape(json.dumps(options))}">'
+                f'<output>{html.escape(options[current])}</output></label>')
 
     def _ipython_display_(self):
         bundle = self.widget._repr_mimebundle_()

@@ -118,77 +118,104 @@ def preset(mode: str, **overrides) -> TrainConfig:
 
 def grid(chapter: str, mode: str, seeds=None, dataset: str | None = None) -> dict[str, TrainConfig]:
     """The named runs of a chapter's grid (on `dataset`, default: `default_dataset()`)."""
+    if chapter not in _GRIDS:
+        raise ValueError(f"no grid for chapter {chapter!r}; the grids are {', '.join(_GRIDS)}")
     data = {"dataset": dataset} if dataset else {}
-    base = preset(mode, **data)
-    if chapter == "03_orthogonality":
-        return {f"orth={w:g}": dataclasses.replace(base, orth=w) for w in (0.0, 0.1, 1.0, 10.0)}
-    if chapter == "04_sorting":
-        return {"sort=1": base, "sort=0": dataclasses.replace(base, sort=0.0),
-                "sort=0, reorder before each cut": dataclasses.replace(base, sort=0.0, reorder=True),
-                # sort=10 diverged in the first epoch (NaN loss) at lr 0.1: a weaker one instead.
-                "sort=0.1": dataclasses.replace(base, sort=0.1)}
-    if chapter == "05_sparsity":
-        # Weights that pull on s about as hard as L1 at the start. Hoyer at 40× L1's weight
-        # diverged (NaN loss after the first cut), so its sweep stops at 20×.
-        scale = {"l1": 1.0, "hoyer": 10.0, "hoyer_square": 1.0}
-        weights = [0.0, 0.5, 1.0, 2.0]
-        return {f"{kind} x{w:g}": dataclasses.replace(base, sparse_kind=kind, sparse=base.sparse * w * s)
-                for kind, s in scale.items() for w in weights if w or kind == "l1"}
-    if chapter == "06_dynamic_rank_pruning":
-        runs = {"dense": dataclasses.replace(base, method="dense"),
-                "dprp": base,
-                "svd-training": preset(mode, method="svd-training", **data),
-                "posthoc": dataclasses.replace(base, method="posthoc")}
-        for e in (base.energy / 4, base.energy * 4):
-            runs[f"dprp energy={e:g}"] = dataclasses.replace(base, energy=e)
-        return runs
-    if chapter == "07_ablations":
-        variants = {"all penalties": {}, "no orth": dict(orth=0.0), "no sort": dict(sort=0.0),
-                    "no sparse": dict(sparse=0.0), "none": dict(orth=0.0, sort=0.0, sparse=0.0)}
-        seeds = seeds if seeds is not None else ([0] if mode == "smoke" else [0, 1, 2])
-        return {f"{name} | seed {s}": dataclasses.replace(base, seed=s, **v)
-                for name, v in variants.items() for s in seeds}
-    if chapter == "full-recipe":
-        # Candidates for the full-data recipe, dense, seed 0, compared on the validation split.
-        dense = dataclasses.replace(base, method="dense")
-        return {"recipe: preset": dataclasses.replace(dense, label_smoothing=0.0),
-                "recipe: label smoothing 0.1": dataclasses.replace(dense, label_smoothing=0.1)}
-    if chapter == "fast-path-parity":
-        # bf16 autocast against float32 on the same config (DPRP, through its first cut), 2 seeds.
-        short = dataclasses.replace(base, energy=PARITY_ENERGY, epochs=4)
-        return {f"dprp 4 epochs, {'bf16' if amp else 'float32'} | seed {s}": dataclasses.replace(short, amp=amp, seed=s)
-                for amp in (True, False) for s in (0, 1)}
-    if chapter == "full-calibration":
-        return {f"dprp energy={e:g}": dataclasses.replace(base, energy=e) for e in sorted(CALIBRATION_ENERGIES)}
-    if chapter == "paper-length":
-        # The paper's question at its length (--mode paper: 164 epochs) on the real pixels: dense,
-        # DPRP at the paper's operating point and at half size, 3 seeds, on the lossless images.
-        return lossless_set(preset(mode, dataset="cifar10-lossless"), ("94%", "50%"), seeds)
-    if chapter == "jpeg-cost":
-        # What the JPEG copy costs (--mode full: 30 epochs): the full-data set's dense and DPRP 94%
-        # on the lossless images, each the twin of a committed JPEG-mirror run (same seed and recipe).
-        return lossless_set(preset(mode, dataset="cifar10-lossless"), ("94%",), seeds)
-    if chapter == "08_resnet20_cifar10" and mode in ("full", "paper"):
+    return _GRIDS[chapter](preset(mode, **data), mode, seeds, data)
+
+
+def _chapter_seeds(mode: str, seeds) -> list[int]:
+    return seeds if seeds is not None else ([0] if mode == "smoke" else [0, 1, 2])
+
+
+def _orthogonality_grid(base, mode, seeds, data):
+    return {f"orth={w:g}": dataclasses.replace(base, orth=w) for w in (0.0, 0.1, 1.0, 10.0)}
+
+
+def _sorting_grid(base, mode, seeds, data):
+    return {"sort=1": base, "sort=0": dataclasses.replace(base, sort=0.0),
+            "sort=0, reorder before each cut": dataclasses.replace(base, sort=0.0, reorder=True),
+            # sort=10 diverged in the first epoch (NaN loss) at lr 0.1: a weaker one instead.
+            "sort=0.1": dataclasses.replace(base, sort=0.1)}
+
+
+def _sparsity_grid(base, mode, seeds, data):
+    # Weights that pull on s about as hard as L1 at the start. Hoyer at 40× L1's weight
+    # diverged (NaN loss after the first cut), so its sweep stops at 20×.
+    scale = {"l1": 1.0, "hoyer": 10.0, "hoyer_square": 1.0}
+    weights = [0.0, 0.5, 1.0, 2.0]
+    return {f"{kind} x{w:g}": dataclasses.replace(base, sparse_kind=kind, sparse=base.sparse * w * s)
+            for kind, s in scale.items() for w in weights if w or kind == "l1"}
+
+
+def _pruning_grid(base, mode, seeds, data):
+    runs = {"dense": dataclasses.replace(base, method="dense"),
+            "dprp": base,
+            "svd-training": preset(mode, method="svd-training", **data),
+            "posthoc": dataclasses.replace(base, method="posthoc")}
+    for e in (base.energy / 4, base.energy * 4):
+        runs[f"dprp energy={e:g}"] = dataclasses.replace(base, energy=e)
+    return runs
+
+
+def _ablation_grid(base, mode, seeds, data):
+    variants = {"all penalties": {}, "no orth": dict(orth=0.0), "no sort": dict(sort=0.0),
+                "no sparse": dict(sparse=0.0), "none": dict(orth=0.0, sort=0.0, sparse=0.0)}
+    return {f"{name} | seed {s}": dataclasses.replace(base, seed=s, **v)
+            for name, v in variants.items() for s in _chapter_seeds(mode, seeds)}
+
+
+def _recipe_grid(base, mode, seeds, data):
+    # Candidates for the full-data recipe, dense, seed 0, compared on the validation split.
+    dense = dataclasses.replace(base, method="dense")
+    return {"recipe: preset": dataclasses.replace(dense, label_smoothing=0.0),
+            "recipe: label smoothing 0.1": dataclasses.replace(dense, label_smoothing=0.1)}
+
+
+def _parity_grid(base, mode, seeds, data):
+    # bf16 autocast against float32 on the same config (DPRP, through its first cut), 2 seeds.
+    short = dataclasses.replace(base, energy=PARITY_ENERGY, epochs=4)
+    return {f"dprp 4 epochs, {'bf16' if amp else 'float32'} | seed {s}": dataclasses.replace(short, amp=amp, seed=s)
+            for amp in (True, False) for s in (0, 1)}
+
+
+def _calibration_grid(base, mode, seeds, data):
+    return {f"dprp energy={e:g}": dataclasses.replace(base, energy=e) for e in sorted(CALIBRATION_ENERGIES)}
+
+
+def _paper_length_grid(base, mode, seeds, data):
+    # The paper's question at its length (--mode paper: 164 epochs) on the real pixels: dense,
+    # DPRP at the paper's operating point and at half size, 3 seeds, on the lossless images.
+    return lossless_set(preset(mode, dataset="cifar10-lossless"), ("94%", "50%"), seeds)
+
+
+def _jpeg_cost_grid(base, mode, seeds, data):
+    # What the JPEG copy costs (--mode full: 30 epochs): the full-data set's dense and DPRP 94%
+    # on the lossless images, each the twin of a committed JPEG-mirror run (same seed and recipe).
+    return lossless_set(preset(mode, dataset="cifar10-lossless"), ("94%",), seeds)
+
+
+def _reproduction_grid(base, mode, seeds, data):
+    if mode in ("full", "paper"):
         return full_set(base, seeds)
-    if chapter == "08_resnet20_cifar10":
-        # The reproduction set: methods and ablations of ResNet-20 (plus ResNet-32 at full scale).
-        seeds = seeds if seeds is not None else ([0] if mode == "smoke" else [0, 1, 2])
-        variants = {
-            "dense": dict(method="dense"),
-            "dprp (mild, ε/4)": dict(energy=base.energy / 4),
-            "dprp": {},
-            "dprp (strong, 4ε)": dict(energy=base.energy * 4),
-            "svd-training": dict(method="svd-training"),
-            "posthoc": dict(method="posthoc"),
-            "dprp no orth": dict(orth=0.0), "dprp no sort": dict(sort=0.0), "dprp no sparse": dict(sparse=0.0),
-        }
-        runs = {f"resnet20 {name} | seed {s}": preset(mode, seed=s, **data, **v)
-                for name, v in variants.items() for s in seeds}
-        if mode == "full":
-            runs.update({f"resnet32 {name} | seed {s}": preset(mode, model="resnet32", seed=s, **data, **variants[name])
-                         for name in ("dense", "dprp") for s in seeds})
-        return runs
-    raise ValueError(f"no grid for chapter {chapter!r}")
+    # The small reproduction set: methods and ablations of ResNet-20.
+    variants = {
+        "dense": dict(method="dense"),
+        "dprp (mild, ε/4)": dict(energy=base.energy / 4),
+        "dprp": {},
+        "dprp (strong, 4ε)": dict(energy=base.energy * 4),
+        "svd-training": dict(method="svd-training"),
+        "posthoc": dict(method="posthoc"),
+        "dprp no orth": dict(orth=0.0), "dprp no sort": dict(sort=0.0), "dprp no sparse": dict(sparse=0.0),
+    }
+    return {f"resnet20 {name} | seed {s}": preset(mode, seed=s, **data, **v)
+            for name, v in variants.items() for s in _chapter_seeds(mode, seeds)}
+
+
+_GRIDS = {"03_orthogonality": _orthogonality_grid, "04_sorting": _sorting_grid, "05_sparsity": _sparsity_grid,
+          "06_dynamic_rank_pruning": _pruning_grid, "07_ablations": _ablation_grid,
+          "08_resnet20_cifar10": _reproduction_grid, "full-recipe": _recipe_grid, "fast-path-parity": _parity_grid,
+          "full-calibration": _calibration_grid, "paper-length": _paper_length_grid, "jpeg-cost": _jpeg_cost_grid}
 
 
 # DPRP's operating points on the full data: the energy ε meant to bring the deployed model to

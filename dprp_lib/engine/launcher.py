@@ -106,7 +106,7 @@ def snapshot(configs: dict[str, TrainConfig], source, dest, log=print) -> list[s
     return copied
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dprp grid", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("chapter", nargs="+", choices=list(CHAPTER_GRIDS),
@@ -133,7 +133,32 @@ def main(argv=None) -> int:
     p.add_argument("--snapshot-from", metavar="RESULTS", default=None,
                    help="train nothing: copy the runs of the grid that RESULTS (a campaign's folder) holds, finished "
                         "or not, into --results with their latest checkpoints, to commit (git add -f the checkpoints)")
+    return p
+
+
+def main(argv=None) -> int:
+    p = _parser()
     args = p.parse_args(argv)
+    runs = _selected_runs(args, p)
+    if args.snapshot_from:
+        copied = snapshot(runs, args.snapshot_from, args.results)
+        print(f"copied {len(copied)} run(s) from {args.snapshot_from} into {args.results}")
+        return 0
+    t0 = time.perf_counter()
+    failed = _train(runs, args)
+    _drop_finished_checkpoints(runs, args)
+    print(f"{' '.join(args.chapter)}: {len(runs)} runs in {time.perf_counter() - t0:.0f} s"
+          + (f"; FAILED: {failed}" if failed else ""))
+    if args.collect:
+        table = collect(args.chapter[-1], args.mode, args.results, args.dataset)
+        Path(args.collect).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.collect).write_text(json.dumps(table, indent=2) + "\n")
+        print(f"wrote {args.collect} ({len(table['rows'])} rows, {len(table['missing'])} runs missing)")
+    return 1 if failed else 0
+
+
+def _selected_runs(args, p) -> dict:
+    """The runs the command line names, in training order, with its device and fast-path flags."""
     runs = {}
     for chapter in args.chapter:
         # Seed-major within a grid: a campaign stopped part-way holds every variant's first
@@ -150,24 +175,26 @@ def main(argv=None) -> int:
             config = configs[name]
             runs.setdefault(name, dataclasses.replace(config, device=args.device, amp=args.amp or config.amp,
                                                       compile=args.compile or config.compile))
-    if args.snapshot_from:
-        copied = snapshot(runs, args.snapshot_from, args.results)
-        print(f"copied {len(copied)} run(s) from {args.snapshot_from} into {args.results}")
-        return 0
-    # One run can appear in several chapters' grids: keep checkpoints by key, not by name.
-    keep = {config_key(grid(ch, args.mode)[name]) for ch, names in KEEP_CHECKPOINTS.items() for name in names}
-    t0 = time.perf_counter()
+    return runs
+
+
+def _train(runs: dict, args) -> list[str]:
+    """Train the runs not yet finished (as separate processes with --parallel or --threads);
+    return the names of those that failed."""
     if args.parallel > 1 or args.threads:
         codes = launch(runs, args.results, args.parallel, threads=args.threads, limit=args.max_runs)
-        failed = [n for n, c in codes.items() if c != 0]
-    else:
-        failed = []
-        for i, (name, config) in enumerate(runs.items(), 1):
-            print(f"[{i}/{len(runs)}] {name}")
-            run = run_or_load(config, results=args.results, scratch=args.results)
-            s = run.summary
-            print(f"    test acc {s['test_acc']:.2%}, deployed {s['deployed_fraction']:.1%} of dense, "
-                  f"rank {s['total_rank']}/{s['full_rank']}, {s['time']:.0f} s")
+        return [n for n, c in codes.items() if c != 0]
+    for i, (name, config) in enumerate(runs.items(), 1):
+        print(f"[{i}/{len(runs)}] {name}")
+        s = run_or_load(config, results=args.results, scratch=args.results).summary
+        print(f"    test acc {s['test_acc']:.2%}, deployed {s['deployed_fraction']:.1%} of dense, "
+              f"rank {s['total_rank']}/{s['full_rank']}, {s['time']:.0f} s")
+    return []
+
+
+def _drop_finished_checkpoints(runs: dict, args) -> None:
+    # One run can appear in several chapters' grids: keep checkpoints by key, not by name.
+    keep = {config_key(grid(ch, args.mode)[name]) for ch, names in KEEP_CHECKPOINTS.items() for name in names}
     for config in runs.values():
         config = definite(config, args.results)
         folder = Path(args.results) / config_key(config)
@@ -176,13 +203,5 @@ def main(argv=None) -> int:
         if args.mode not in ("full", "paper") and config_key(config) not in keep \
                 and (folder / "summary.json").is_file():
             (folder / "checkpoint.pt").unlink(missing_ok=True)
-    print(f"{' '.join(args.chapter)}: {len(runs)} runs in {time.perf_counter() - t0:.0f} s"
-          + (f"; FAILED: {failed}" if failed else ""))
-    if args.collect:
-        table = collect(args.chapter[-1], args.mode, args.results, args.dataset)
-        Path(args.collect).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.collect).write_text(json.dumps(table, indent=2) + "\n")
-        print(f"wrote {args.collect} ({len(table['rows'])} rows, {len(table['missing'])} runs missing)")
-    return 1 if failed else 0
 
 

@@ -394,6 +394,18 @@ def calibration_rows(results=None, dataset=None) -> list[dict]:
         "estimate for": ", ".join(p for p, e in DPRP_POINTS.items() if e == c.energy)})
 
 
+def calibration_points(results=None, dataset=None) -> list[dict]:
+    """The committed runs of `calibration_rows` as numbers: energy, deployed_fraction, val_acc and
+    test_acc (fractions), for a figure."""
+    rows = []
+    for name, config in grid("full-calibration", "full", dataset=dataset).items():
+        run = find_run(config, results)
+        if run:
+            rows.append({"energy": config.energy, **{k: run.summary[k] for k in
+                                                    ("deployed_fraction", "val_acc", "test_acc")}})
+    return rows
+
+
 def calibration_markdown(results=None, dataset=None) -> str:
     return markdown_table(calibration_rows(results, dataset)) + "\n"
 
