@@ -5,17 +5,22 @@ one process (nothing else should run on the machine meanwhile):
   - the dense model and the compacted one, both built by `dprp_lib.deploy` (BatchNorm
     folded, channels_last, factored layers in the form measured fastest at that batch size:
     dense, two stages, or two stages with the rank padded to a multiple of 8);
-  - runtimes: torch eager, torch.compile and ONNX Runtime with the forms measured in torch
-    eager, and eager and ONNX Runtime with the counted forms (fewer multiply-accumulates, as
-    `compact()`); every ratio compares the two models in the same runtime, layout and batch size;
-  - a layer-by-layer table (the ~50% model, largest batch): each factored layer's time in
-    its dense, two-stage and padded two-stage forms, and the form deploy() kept.
+  - each row of the tables is a runtime and a deployment (`ROWS`): forms timed in the runtime
+    that runs them (torch eager, ONNX Runtime; torch.compile reuses the eager forms), the same
+    with whole stages turned dense where the whole model runs faster (`check_stages`: the
+    deployment for latency), and for comparison ONNX Runtime with the eager forms and both
+    runtimes with the counted forms (fewer multiply-accumulates, as `compact()`); every ratio
+    compares the two models in the same runtime, layout and batch size, timed in turns;
+  - the best deployment found for each size and batch, against dense in its fastest runtime;
+  - a layer-by-layer table for each runtime that chooses forms (the ~50% model, largest batch):
+    each factored layer's time in its dense, two-stage and padded two-stage forms, and the form
+    deploy() kept there.
 Ranks come from the committed full-data DPRP runs (results/runs/) whose size is nearest each
 target, and from a uniform cut of every layer where none is within 10 points. Weights are
 random: the time of a dense convolution does not depend on its values.
 
-Goal (reported, not asserted): at <= 50% of the dense parameters, >= 1.3x faster than dense
-at batch 256 on CPU, in the runtime where dense itself is fastest.
+Goals (reported, not asserted), at <= 50% of the dense parameters, each in the runtime where
+dense itself is fastest at that batch size: >= 1.3x dense at batch 256 and >= 1.1x at batch 1.
 
     python benchmarks/deploy.py [--threads 2] [--out results/benchmarks/deploy-cpu.json]
 """
@@ -24,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -33,33 +37,21 @@ import torch
 
 import dprp_lib as dprp
 from dprp_lib.method.deployment import deploy, deployed_forms, export
+from dprp_lib.method.forms import interleaved_times
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = (0.75, 0.5, 0.3)
-RUNTIMES = ("eager", "eager_counted_forms", "compiled", "onnxruntime", "onnxruntime_counted_forms")
-GOAL_SPEEDUP, GOAL_SIZE, GOAL_BATCH = 1.3, 0.5, 256
-
-
-def timed(fns: dict, min_round_s: float, rounds: int) -> dict:
-    """Median seconds per call of each callable over `rounds` rounds of at least `min_round_s`.
-
-    The callables take turns within every round, so a drift in the machine's speed (clock,
-    caches, another process) lands on all of them alike instead of on whichever ran last.
-    """
-    repeats = {}
-    for name, fn in fns.items():
-        fn()  # warm-up: allocation, kernel choice, compilation
-        t0 = time.perf_counter()
-        fn()
-        repeats[name] = max(1, int(min_round_s / max(time.perf_counter() - t0, 1e-6)))
-    samples = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(repeats[name]):
-                fn()
-            samples[name].append((time.perf_counter() - t0) / repeats[name])
-    return {name: statistics.median(v) for name, v in samples.items()}
+# table row: (runtime that runs the model, deployment: how its forms were chosen)
+ROWS = {"eager": ("eager", "eager"), "eager_stage_checked": ("eager", "eager stage-checked"),
+        "eager_counted_forms": ("eager", "count"), "compiled": ("compiled", "eager"),
+        "onnxruntime": ("onnxruntime", "onnxruntime"),
+        "onnxruntime_stage_checked": ("onnxruntime", "onnxruntime stage-checked"),
+        "onnxruntime_eager_forms": ("onnxruntime", "eager"), "onnxruntime_counted_forms": ("onnxruntime", "count")}
+DEPLOYMENTS = {"eager": {}, "eager stage-checked": {"check_stages": True}, "count": {"forms": "count"},
+               "onnxruntime": {"runtime": "onnxruntime"},
+               "onnxruntime stage-checked": {"runtime": "onnxruntime", "check_stages": True}}
+COMPARISONS = ("eager_counted_forms", "onnxruntime_eager_forms", "onnxruntime_counted_forms")  # not deployments to pick
+GOAL_SIZE, GOALS = 0.5, {"256": 1.3, "1": 1.1}  # batch: speed-up over dense in its fastest runtime
 
 
 def committed_rank_sets(runs_dir: Path, model: str) -> list[dict]:
@@ -112,6 +104,20 @@ def choose_sizes(model_name: str, runs_dir: Path) -> dict[str, dict]:
     return sizes
 
 
+def layer_table(source: torch.nn.Module, x: torch.Tensor, runtime: str) -> list[dict]:
+    """Each factored layer's time (ms) in its dense, two-stage and padded forms, in `runtime`, and
+    the form deploy() keeps there; layers above break-even are not timed (None)."""
+    timings = {}
+    chosen = deployed_forms(source, x.contiguous(memory_format=torch.channels_last), runtime, timings=timings)
+    rows = []
+    for name, layer in dprp.svd_layers(source):
+        t = timings.get(name, {})
+        rows.append({"layer": name, "rank": f"{layer.rank}/{layer.max_rank}",
+                     **{f"{form}_ms": round(t[form] * 1e3, 3) if form in t else None
+                        for form in ("dense", "factored", "padded")}, "form": chosen[name]})
+    return rows
+
+
 def runtime_fn(runtime: str, model: torch.nn.Module, x: torch.Tensor, workdir: Path, threads: int):
     """A no-argument callable running `model` on `x` in `runtime`."""
     if runtime == "onnxruntime":
@@ -133,11 +139,39 @@ def runtime_fn(runtime: str, model: torch.nn.Module, x: torch.Tensor, workdir: P
     return run
 
 
+def summarize(seconds: dict, sizes: dict, batches: list[int], rows: list[str]):
+    """Speed-ups over dense in each row; the fastest deployment of each size and batch against dense
+    in its fastest runtime; and each goal, in the runtime where dense is fastest at its batch."""
+    speedups = {rt: {b: {n: by[b]["dense"] / by[b][n] for n in sizes} for b in by} for rt, by in seconds.items()}
+    deployments = [row for row in rows if row not in COMPARISONS] or list(rows)
+    eligible = [n for n, s in sizes.items() if s["fraction"] <= GOAL_SIZE + 1e-9]
+    best, goals = {}, {}
+    for b in map(str, batches):
+        fastest_dense = min(deployments, key=lambda rt: seconds[rt][b]["dense"])
+        dense_s = seconds[fastest_dense][b]["dense"]
+        best[b] = {}
+        for n in sizes:  # the fastest deployment of each size, against dense where dense is fastest
+            row = min(deployments, key=lambda rt: seconds[rt][b][n])
+            best[b][n] = {"row": row, "speedup_vs_fastest_dense": dense_s / seconds[row][b][n]}
+        if b in GOALS:
+            # in that runtime, its stage-checked deployment where timed (chosen at deploy time, so the
+            # goal does not pick among this benchmark's own noisy rows)
+            engine = ROWS[fastest_dense][0]
+            same = [rt for rt in deployments if ROWS[rt][0] == engine]
+            row = next((rt for rt in same if ROWS[rt][1].endswith("stage-checked")), same[0])
+            reached = {n: speedups[row][b][n] for n in eligible}
+            goals[b] = {"text": f">= {GOALS[b]}x dense at <= {GOAL_SIZE:.0%} of its parameters, batch {b}, "
+                                "in the runtime where dense is fastest",
+                        "runtime": engine, "row": row, "speedups": reached,
+                        "met": bool(eligible) and all(v >= GOALS[b] for v in reached.values())}
+    return speedups, best, goals
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="resnet20")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 256])
-    p.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
+    p.add_argument("--runtimes", nargs="+", default=list(ROWS), choices=ROWS, help="table rows to time")
     p.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: torch's)")
     p.add_argument("--round-s", type=float, default=0.5, help="seconds of calls per timing round")
     p.add_argument("--rounds", type=int, default=15)
@@ -155,54 +189,38 @@ def main(argv=None):
 
     seconds: dict = {}
     params: dict = {}
-    layers = []
+    layers = {}
     with tempfile.TemporaryDirectory() as tmp:
         for batch in args.batches:
             x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+            needed = dict.fromkeys(ROWS[row][1] for row in args.runtimes)
             built = {}
             for name, spec in models.items():
                 source = dprp.models.build_model(args.model).eval() if spec["ranks"] is None \
                     else factored(args.model, spec["ranks"])
-                built[name] = {"measured": deploy(source, x)}
-                if any(rt.endswith("_counted_forms") for rt in args.runtimes):
-                    built[name]["count"] = deploy(source, x, forms="count")
-                params[name] = dprp.count_params(built[name]["measured"])
+                built[name] = {how: deploy(source, x, **DEPLOYMENTS[how]) for how in needed}
+                params[name] = {how: dprp.count_params(m) for how, m in built[name].items()}  # padding adds some
                 if name == "~50%" and batch == max(args.batches):
-                    timings = {}
-                    chosen = deployed_forms(source, x.contiguous(memory_format=torch.channels_last), timings=timings)
-                    for layer_name, layer in dprp.svd_layers(source):
-                        t = timings.get(layer_name, {})
-                        layers.append({"layer": layer_name, "rank": f"{layer.rank}/{layer.max_rank}",
-                                       **{f"{form}_ms": round(t[form] * 1e3, 3) if form in t else None
-                                          for form in ("dense", "factored", "padded")},
-                                       "form": chosen[layer_name]})
-            for runtime in args.runtimes:
-                forms = "count" if runtime.endswith("_counted_forms") else "measured"
-                fns = {name: runtime_fn(runtime.removesuffix("_counted_forms"), built[name][forms], x, Path(tmp), threads)
-                       for name in models}
-                seconds.setdefault(runtime, {})[str(batch)] = timed(fns, args.round_s, args.rounds)
-                print(f"  batch {batch:>4} {runtime:<26} " + "  ".join(
-                    f"{name} {t * 1e3:.2f} ms" for name, t in seconds[runtime][str(batch)].items()), flush=True)
+                    # per runtime whose forms some row's deployment timed
+                    layers = {rt: layer_table(source, x, rt) for rt in dict.fromkeys(
+                        DEPLOYMENTS[how].get("runtime", "eager") for how in needed if how != "count")}
+            for row in args.runtimes:
+                runtime, how = ROWS[row]
+                fns = {name: runtime_fn(runtime, built[name][how], x, Path(tmp), threads) for name in models}
+                seconds.setdefault(row, {})[str(batch)] = interleaved_times(fns, args.round_s, args.rounds)
+                print(f"  batch {batch:>4} {row:<26} " + "  ".join(
+                    f"{name} {t * 1e3:.2f} ms" for name, t in seconds[row][str(batch)].items()), flush=True)
 
-    speedups = {rt: {b: {n: by[b]["dense"] / by[b][n] for n in sizes} for b in by} for rt, by in seconds.items()}
-    big = str(GOAL_BATCH) if str(GOAL_BATCH) in seconds[args.runtimes[0]] else str(max(args.batches))
-    # Among the runtimes as deployed (forms measured); the counted-forms rows are comparisons.
-    candidates = [rt for rt in args.runtimes if not rt.endswith("_counted_forms")] or args.runtimes
-    fastest_dense = min(candidates, key=lambda rt: seconds[rt][big]["dense"])
-    eligible = {n: s for n, s in sizes.items() if s["fraction"] <= GOAL_SIZE + 1e-9}
-    goal = {"runtime": fastest_dense, "batch": int(big),
-            "speedups": {n: speedups[fastest_dense][big][n] for n in eligible},
-            "met": bool(eligible) and all(speedups[fastest_dense][big][n] >= GOAL_SPEEDUP for n in eligible)}
+    speedups, best, goals = summarize(seconds, sizes, args.batches, args.runtimes)
     result = {
         "model": args.model, "device": "cpu", "device_name": platform.processor() or "cpu", "threads": threads,
         "torch": torch.__version__, "dtype": "float32", "batches": args.batches,
         "sizes": {n: {"source": s["source"], "deployed_fraction": s["fraction"],
-                      "params_after_folding": params[n], "params_vs_dense": params[n] / dense_params,
+                      "params_after_folding": params[n], "params_vs_dense": max(params[n].values()) / dense_params,
                       "macs_vs_dense": dprp.count_macs(factored(args.model, s["ranks"])) / dense_macs}
                   for n, s in sizes.items()},
         "dense_params": dense_params, "seconds_per_batch": seconds, "speedup_vs_dense": speedups,
-        "goal": {"text": f">= {GOAL_SPEEDUP}x at <= {GOAL_SIZE:.0%} of dense parameters, batch {GOAL_BATCH}, "
-                         "in the runtime where dense is fastest", **goal},
+        "best": best, "goals": goals,
         "layers_50pct": layers, "benchmark_s": round(time.perf_counter() - started, 1),
     }
     print_tables(result)
@@ -225,12 +243,15 @@ def print_tables(result: dict) -> None:
         for b, row in by.items():
             dense_ms = result["seconds_per_batch"][rt][b]["dense"] * 1e3
             print(f"{rt:<22}{b:>6}{dense_ms:>10.2f}" + "".join(f"{row[n]:>7.2f}x" for n in row))
-    g = result["goal"]
-    print(f"\ngoal {g['text']}: {'MET' if g['met'] else 'NOT met'} "
-          f"({g['runtime']}, batch {g['batch']}: " + ", ".join(f"{n} {v:.2f}x" for n, v in g["speedups"].items()) + ")")
-    if result["layers_50pct"]:
-        print("\nlayer by layer, ~50% model, torch eager at the largest batch (ms per call)")
-        print(dprp.format_table(result["layers_50pct"]))
+    print("\nbest deployment of each size (the fastest row), against dense in its fastest runtime")
+    for b, by in result["best"].items():
+        print(f"  batch {b:>4}: " + ", ".join(f"{n} {v['speedup_vs_fastest_dense']:.2f}x ({v['row']})" for n, v in by.items()))
+    for g in result["goals"].values():
+        print(f"goal {g['text']}: {'MET' if g['met'] else 'NOT met'} "
+              f"({g['row']}: " + ", ".join(f"{n} {v:.2f}x" for n, v in g["speedups"].items()) + ")")
+    for runtime, rows in result["layers_50pct"].items():
+        print(f"\nlayer by layer, ~50% model, {runtime} at the largest batch (ms per call)")
+        print(dprp.format_table(rows))
 
 
 if __name__ == "__main__":

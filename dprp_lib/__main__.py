@@ -105,10 +105,12 @@ def cmd_export(args) -> int:
     example = torch.zeros(args.tune_batch, channels, size, size)
     # Forms are timed in the runtime that will run the file.
     runtime = "onnxruntime" if out.suffix == ".onnx" else "eager"
-    small = deploy(model, example, forms=args.forms, runtime=runtime)
+    small = deploy(model, example, forms=args.forms, runtime=runtime, check_stages=args.check_stages)
     export(small, out, example[:2])
     load = "torch.export.load(path).module()" if out.suffix == ".pt2" else "onnxruntime.InferenceSession(path)"
     how = f"timed in {runtime} at batch {args.tune_batch}" if args.forms == "measured" else "counted"
+    if args.check_stages and args.forms == "measured":
+        how += ", stages checked on the whole model"
     print(f"wrote {out} and {out}.deployment.json: {count_params(small):,} parameters (factored model: "
           f"{count_params(model):,}; BatchNorm folded, layer forms {how}); load it with {load}")
     return 0
@@ -202,6 +204,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="each layer's form: the fastest one timed here in the file's runtime (ONNX Runtime for .onnx, "
                         "torch for .pt2; default), or the one with fewer weights")
     p.add_argument("--tune-batch", type=int, default=64, help="the batch size the forms are timed at")
+    p.add_argument("--check-stages", action="store_true",
+                   help="then time the whole model with whole stages turned dense and keep what is faster, "
+                        "dense unless a factored model beats it (for latency: with --tune-batch 1)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("runs", help="a table of finished runs")

@@ -44,7 +44,11 @@ def test_train_eval_export_runs(tmp_path, capsys):
     assert sum(p.numel() for p in program.parameters()) == dprp.deployed_params(model) - bn_channels  # BN folded
 
     ort = pytest.importorskip("onnxruntime")
-    assert cli.main(["export", str(run), "-o", str(tmp_path / "small.onnx"), "--tune-batch", "8"]) == 0
+    assert cli.main(["export", str(run), "-o", str(tmp_path / "small.onnx"), "--tune-batch", "1", "--check-stages"]) == 0
+    saved = json.loads((tmp_path / "small.onnx.deployment.json").read_text())
+    assert saved["runtime"] == "onnxruntime" and saved["batch"] == 1 and saved["stage_check_seconds"] is not None
+    if set(saved["forms"].values()) != {"dense"}:  # a factored deployment was timed against every layer dense
+        assert saved["stage_check_seconds"]["every layer dense"] > 0
     (out,) = ort.InferenceSession(str(tmp_path / "small.onnx")).run(None, {"images": x.numpy()})
     torch.testing.assert_close(torch.from_numpy(out), model(x).detach(), rtol=1e-4, atol=1e-4)
 
@@ -109,15 +113,19 @@ def test_speed_benchmark_writes_its_ratios(tmp_path, capsys):
 def test_deploy_benchmark_writes_its_ratios(tmp_path, capsys):
     import deploy
 
-    result = deploy.main(["--batches", "1", "4", "--runtimes", "eager", "onnxruntime", "--round-s", "0.01",
+    result = deploy.main(["--batches", "1", "4", "--runtimes", "eager", "onnxruntime_stage_checked", "--round-s", "0.01",
                           "--rounds", "1", "--threads", "1", "--out", str(tmp_path / "deploy.json")])
     saved = json.loads((tmp_path / "deploy.json").read_text())
     assert set(saved["sizes"]) == {"~75%", "~50%", "~30%"}
     for name, size in saved["sizes"].items():  # each size is near its target and smaller than dense
         assert abs(size["deployed_fraction"] - int(name[1:-1]) / 100) <= 0.1 and size["params_vs_dense"] < 1
-    assert set(saved["speedup_vs_dense"]) == {"eager", "onnxruntime"}
+    assert set(saved["speedup_vs_dense"]) == {"eager", "onnxruntime_stage_checked"}
     assert set(saved["speedup_vs_dense"]["eager"]) == {"1", "4"}
-    assert saved["goal"]["runtime"] in {"eager", "onnxruntime"} and len(saved["layers_50pct"]) == 20
+    goal = saved["goals"]["1"]  # no goal at batch 4; at 1, the row of the runtime where dense was fastest
+    assert set(saved["goals"]) == {"1"} and goal["row"] == {"eager": "eager", "onnxruntime": "onnxruntime_stage_checked"}[goal["runtime"]]
+    assert goal["speedups"] == {n: saved["speedup_vs_dense"][goal["row"]]["1"][n] for n in ("~50%", "~30%")}
+    assert set(saved["best"]) == {"1", "4"} and set(saved["layers_50pct"]) == {"eager", "onnxruntime"}
+    assert all(len(rows) == 20 for rows in saved["layers_50pct"].values())
     out = capsys.readouterr().out
     assert "speed-up over dense in the same runtime" in out and ("NOT met" in out or "MET" in out)
 

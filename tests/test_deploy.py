@@ -208,3 +208,71 @@ def test_forms_are_timed_in_onnx_runtime_for_an_onnx_export_and_saved_beside_it(
         np.testing.assert_allclose(out, model(x).numpy(), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="runtime"):
         deploy(model, x, runtime="tensorrt")
+
+
+def _fake_whole_model_time(monkeypatch, cost):
+    """stage_checked_forms times whole models: make a model's time `cost(forms)`, no clock."""
+    from dprp_lib.method import deployment as D
+
+    monkeypatch.setattr(D, "_plain", lambda model, forms, *a: (lambda x: cost(forms)))
+    monkeypatch.setattr(D, "interleaved_times", lambda calls, **kw: {k: call() for k, call in calls.items()})
+
+
+def test_stage_check_turns_a_stage_dense_only_where_the_whole_model_gets_faster(monkeypatch):
+    from dprp_lib.method.deployment import stage_checked_forms
+
+    model = trained_like_resnet()
+    per_layer = {name: "factored" for name, _ in dprp.svd_layers(model)}
+    # as at batch 1: two stages cost more than one convolution in layer1, less in layer3
+    weight = {"conv1": 0.0, "layer1": 1.0, "layer2": 0.2, "layer3": -0.5, "fc": 0.0}
+    def cost(forms):
+        return 10 + sum(weight[n.split(".")[0]] for n, f in forms.items() if f != "dense")
+    _fake_whole_model_time(monkeypatch, cost)
+    seconds = {}
+    chosen = stage_checked_forms(model, per_layer, torch.zeros(1, 3, 32, 32), seconds=seconds)
+    stage = {n: n.split(".")[0] for n in chosen}
+    assert all(f == "dense" for n, f in chosen.items() if stage[n] in ("layer1", "layer2"))
+    assert all(f == "factored" for n, f in chosen.items() if stage[n] == "layer3")
+    assert cost(chosen) == min(seconds.values()) < cost(dict.fromkeys(chosen, "dense"))
+    assert {"per layer", "layer1 dense", "layer3 dense", "every layer dense"} <= set(seconds)
+
+
+def test_stage_check_falls_back_to_every_layer_dense_when_no_stage_alone_pays(monkeypatch):
+    from dprp_lib.method.deployment import stage_checked_forms
+
+    model = trained_like_resnet()
+    per_layer = {name: "factored" for name, _ in dprp.svd_layers(model)}
+    # mixing the two kinds of layer costs most, so no single stage turned dense pays; every layer dense does
+    def cost(forms):
+        return {frozenset({"factored"}): 4.5, frozenset({"dense"}): 4.0}.get(frozenset(forms.values()), 6.0)
+    _fake_whole_model_time(monkeypatch, cost)
+    seconds = {}
+    chosen = stage_checked_forms(model, per_layer, torch.zeros(1, 3, 32, 32), seconds=seconds)
+    assert set(chosen.values()) == {"dense"} and seconds["every layer dense"] == 4.0
+    assert all(t == 6.0 for k, t in seconds.items() if k.endswith(" dense") and k != "every layer dense")
+
+
+def test_stage_check_keeps_every_layer_dense_unless_a_factored_model_beats_it_by_the_margin(monkeypatch):
+    from dprp_lib.method.deployment import stage_checked_forms
+
+    model = trained_like_resnet()
+    per_layer = {name: "factored" for name, _ in dprp.svd_layers(model)}
+    for gain, expected in ((0.01, {"dense"}), (0.05, {"factored"})):  # all factored: 1% / 5% faster than dense
+        def cost(forms):
+            kinds = set(forms.values())
+            return 1.0 if kinds == {"dense"} else 1.0 - gain if kinds == {"factored"} else 2.0
+        _fake_whole_model_time(monkeypatch, cost)
+        assert set(stage_checked_forms(model, per_layer, torch.zeros(1, 3, 32, 32), margin=0.03).values()) == expected
+    assert stage_checked_forms(model, dict.fromkeys(per_layer, "dense"), None) == dict.fromkeys(per_layer, "dense")
+
+
+def test_a_stage_checked_deployment_at_batch_1_computes_what_the_factored_model_computes():
+    model = trained_like_resnet(1)
+    x = torch.randn(1, 3, 32, 32)
+    small = deploy(model, x, check_stages=True)
+    checked = small.deployment["stage_check_seconds"]
+    assert "per layer" in checked and all(t > 0 for t in checked.values())
+    assert set(small.deployment["forms"]) == {n for n, _ in dprp.svd_layers(model)}
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), model(x), rtol=1e-4, atol=1e-4)
+    assert deploy(model, x).deployment["stage_check_seconds"] is None  # only when asked

@@ -145,7 +145,7 @@ def test_layer_form_speedups_of_the_committed_benchmark_colour_exactly_the_bars_
     from dprp_lib.course import plots
 
     bench = json.loads((dprp.paths.ROOT / "results" / "benchmarks" / "deploy-cpu.json").read_text())
-    layers = bench["layers_50pct"]
+    layers = bench["layers_50pct"]["eager"]
     ax = plots.layer_form_speedups(layers).axes[0]
     bars = _bars(ax)
     timed = [r for r in layers if r["dense_ms"]]

@@ -51,6 +51,16 @@ def with_body(source: str, body: str) -> str:
     return replaced
 
 
+def edited(source: str, wrong) -> str:
+    """The answer cell with a wrong answer: a body for its one solution region, or (old, new), an
+    edit of the instructor's answer where a cell holds several regions (a class's methods)."""
+    if isinstance(wrong, str):
+        return with_body(source, wrong)
+    old, new = wrong
+    assert old in source, old
+    return source.replace(old, new)
+
+
 def instructor_answer(cell) -> str:
     m = SOLUTION.search(cell.source)
     return "".join(line[len(m.group(1)):] + "\n" for line in m.group(2).splitlines())
@@ -206,6 +216,72 @@ WRONG = {
             "                my_cut(layer, optimizer, energy)\n    losses = [my_step(model, x, y, optimizer, weights) for x, y in batches]\n"),
     },
 }
+# Chapters 02-05: the from-scratch penalties and the break-even rank.
+EYE03 = "r = U.shape[-1]\neye = torch.eye(r, dtype=U.dtype)\n"
+WRONG.update({
+    "break_even": {
+        "deployed ignored": "return m * n / (m + n + 1)",
+        "branches swapped": "return m * n / (m + n + 1) if deployed else m * n / (m + n)",
+        "integer division": "return m * n // (m + n) if deployed else m * n // (m + n + 1)",
+        "s counted when deployed too": "return m * n / (m + n + 1) if deployed else m * n / (m + n + 2)",
+        "half the smaller side": "return min(m, n) / 2",
+    },
+    "orthogonality": {
+        "U Uᵀ for Uᵀ U": EYE03 + "return ((U @ U.T - torch.eye(U.shape[0], dtype=U.dtype)).square().sum()"
+                                 " + (V @ V.T - torch.eye(V.shape[0], dtype=V.dtype)).square().sum()) / r ** 2",
+        "divided by r, not r²": EYE03 + "return ((U.T @ U - eye).square().sum() + (V.T @ V - eye).square().sum()) / r",
+        "norm not squared": EYE03 + "return ((U.T @ U - eye).norm() + (V.T @ V - eye).norm()) / r ** 2",
+        "r taken as U's rows": "r = U.shape[0]\neye = torch.eye(U.shape[-1], dtype=U.dtype)\n"
+                               "return ((U.T @ U - eye).square().sum() + (V.T @ V - eye).square().sum()) / r ** 2",
+        "V's term forgotten": EYE03 + "return (U.T @ U - eye).square().sum() / r ** 2",
+        "a constant": "return torch.tensor(0.0, dtype=U.dtype)",
+    },
+    "orthogonality_grad": {
+        "2 U G (the factor 2 of one square only)": EYE03 + "return 2 * U @ (U.T @ U - eye) / r ** 2, 2 * V @ (V.T @ V - eye) / r ** 2",
+        "1/r² dropped": EYE03 + "return 4 * U @ (U.T @ U - eye), 4 * V @ (V.T @ V - eye)",
+        "U's gradient for both": EYE03 + "g = 4 * U @ (U.T @ U - eye) / r ** 2\nreturn g, g",
+        "G without U": EYE03 + "return 4 * (U.T @ U - eye) / r ** 2, 4 * (V.T @ V - eye) / r ** 2",
+    },
+    "sorting": {
+        "abs dropped": "a = s\nreturn (a[1:] - a[:-1]).clamp(min=0).sum()",
+        "comparison flipped": "a = s.abs()\nreturn (a[:-1] - a[1:]).clamp(min=0).sum()",
+        "mean for sum": "a = s.abs()\nreturn (a[1:] - a[:-1]).clamp(min=0).mean()",
+        "max for sum": "a = s.abs()\nreturn (a[1:] - a[:-1]).clamp(min=0).max()",
+        "no clamp": "a = s.abs()\nreturn (a[1:] - a[:-1]).sum()",
+    },
+    "sorting_grad": {
+        "sign dropped": "a = s.abs()\nup = (a[1:] > a[:-1]).to(s.dtype)\ngrad = torch.zeros_like(s)\n"
+                        "grad[1:] += up\ngrad[:-1] -= up\nreturn grad",
+        "roles swapped": "a = s.abs()\nup = (a[1:] > a[:-1]).to(s.dtype)\ngrad = torch.zeros_like(s)\n"
+                         "grad[1:] -= up\ngrad[:-1] += up\nreturn grad * torch.sign(s)",
+        "ties push (>=)": "a = s.abs()\nup = (a[1:] >= a[:-1]).to(s.dtype)\ngrad = torch.zeros_like(s)\n"
+                          "grad[1:] += up\ngrad[:-1] -= up\nreturn grad * torch.sign(s)",
+        "only the larger value pushed": "a = s.abs()\nup = (a[1:] > a[:-1]).to(s.dtype)\ngrad = torch.zeros_like(s)\n"
+                                        "grad[1:] += up\nreturn grad * torch.sign(s)",
+    },
+    "hoyer": {
+        "abs dropped": "return s.sum() / s.square().sum().sqrt()",
+        "divided by ‖s‖₂²": "return s.abs().sum() / s.square().sum()",
+        "ratio inverted": "return s.square().sum().sqrt() / s.abs().sum()",
+        "squared ratio": "return (s.abs().sum() / s.square().sum().sqrt()) ** 2",
+    },
+    "hoyer_grad": {
+        "sign dropped": "l1, l2 = s.abs().sum(), s.square().sum().sqrt()\nreturn 1 / l2 - l1 * s / l2 ** 3",
+        "‖s‖₂² in the second term": "l1, l2 = s.abs().sum(), s.square().sum().sqrt()\nreturn torch.sign(s) / l2 - l1 * s / l2 ** 2",
+        "+ in the quotient rule": "l1, l2 = s.abs().sum(), s.square().sum().sqrt()\nreturn torch.sign(s) / l2 + l1 * s / l2 ** 3",
+        "the gradient of ‖s‖₁ only": "return torch.sign(s) / s.square().sum().sqrt()",
+    },
+})
+WRONG["factored_conv"] = {
+    "Vᵀ stored for V (the missing transpose)": ("Vh.T.to(dtype)", "Vh.to(dtype)"),
+    "the SVD in float32": (".to(torch.float64).reshape(", ".reshape("),
+    "stride and padding on the 1×1 stage too": ("second, self.bias)", "second, self.bias, self.stride, self.padding)"),
+    "s left out of the second stage": ("second = (self.U * self.s)", "second = (self.U)"),
+    "s left out of the weight": ("return ((self.U * self.s) @ self.V.T)", "return ((self.U) @ self.V.T)"),
+    "the bias dropped": ("return F.conv2d(x, self.weight(), self.bias,", "return F.conv2d(x, self.weight(), None,"),
+    "a new bias, not the conv's": ("bias = None if conv.bias is None else conv.bias.detach().clone()",
+                                   "bias = None if conv.bias is None else torch.zeros_like(conv.bias)"),
+}
 # What each chapter's cells before the exercise put in the namespace that its graded cell uses.
 PREAMBLE = {
     "energy_rule": "import torch\nimport dprp_lib as dprp\nfrom dprp_lib.method import lowrank\n"
@@ -213,7 +289,9 @@ PREAMBLE = {
                    "dtype=torch.float64))\n",
     "interval": "", "conv_macs": "import torch\nimport dprp_lib as dprp\n", "verdict": "",
 }
-EXERCISE_CHAPTER = {"energy_rule": "01_svd_basics", "interval": "07_ablations", "conv_macs": "08_resnet20_cifar10",
+EXERCISE_CHAPTER = {"factored_conv": "02_svd_layers", "break_even": "02_svd_layers", "orthogonality": "03_orthogonality",
+                    "orthogonality_grad": "03_orthogonality", "sorting": "04_sorting", "sorting_grad": "04_sorting",
+                    "hoyer": "05_sparsity", "hoyer_grad": "05_sparsity", "energy_rule": "01_svd_basics", "interval": "07_ablations", "conv_macs": "08_resnet20_cifar10",
                     "verdict": "09_results_vs_paper", "cut": "06_dynamic_rank_pruning", "step": "06_dynamic_rank_pruning",
                     "train": "06_dynamic_rank_pruning"}
 
@@ -233,6 +311,20 @@ def chapter06_context(grade_id: str) -> str:
 PREAMBLE.update({g: chapter06_context for g in ("cut", "step", "train")})
 
 
+def earlier_answers(grade_id: str) -> str:
+    """Imports and the instructor's answers to the exercises before `grade_id` in its chapter: a
+    gradient's graded cell checks the answer against autograd of the student's own penalty."""
+    nb = nbformat.read(ROOT / "notebooks" / f"{EXERCISE_CHAPTER[grade_id]}.ipynb", as_version=4)
+    answers = [a.source for a, _ in exercises(nb)]
+    mine = next(i for i, (a, _) in enumerate(exercises(nb)) if meta(a)["grade_id"] == grade_id)
+    return "\n".join(["import math\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n"
+                      "import dprp_lib as dprp\n", *answers[:mine]])
+
+
+PREAMBLE.update({g: earlier_answers(g) for g in ("factored_conv", "break_even", "orthogonality", "orthogonality_grad", "sorting",
+                                                 "sorting_grad", "hoyer", "hoyer_grad")})
+
+
 def grade_in_process(grade_id: str, body: str | None):
     """Run an exercise's answer cell (its instructor answer, or `body`) and graded cell; the error, or None."""
     nb = nbformat.read(ROOT / "notebooks" / f"{EXERCISE_CHAPTER[grade_id]}.ipynb", as_version=4)
@@ -242,7 +334,7 @@ def grade_in_process(grade_id: str, body: str | None):
         require_mirror()  # chapter 06's from-scratch loop trains on CIFAR-10 images
     preamble = PREAMBLE[grade_id]
     exec(preamble(grade_id) if callable(preamble) else preamble, namespace)
-    exec(answer.source if body is None else with_body(answer.source, body), namespace)
+    exec(answer.source if body is None else edited(answer.source, body), namespace)
     try:
         exec(test.source, namespace)
     except Exception as e:  # noqa: BLE001 (a graded cell fails on any error)

@@ -65,6 +65,10 @@ def test_cost_rows_put_training_time_and_inference_speed_beside_the_sizes():
     assert out["dprp 50%"]["inference speed-up, batch 1 (ONNX Runtime)"] == "1.12×"  # timed at run bbb222's ranks
     assert out["dprp 30%"]["batch 256 (torch eager)"] == "not timed"  # no benchmark used its ranks
     assert out["dense"]["batch 256 (ONNX Runtime)"] == "1 (reference)"
+    deploy["speedup_vs_dense"]["onnxruntime_stage_checked"] = {"1": {"~50%": 1.31}, "256": {"~50%": 1.0}}
+    latency = {r["variant"]: r for r in cost_rows({"rows": rows}, deploy)}["dprp 50%"]
+    assert latency["inference speed-up, batch 1 (ONNX Runtime)"] == "1.31×"  # the deployment for latency
+    assert latency["batch 256 (ONNX Runtime)"] == "1.19×"
 
 
 def test_paired_rows_compare_seed_by_seed_against_a_reference():

@@ -22,18 +22,20 @@ from torch.fx.experimental.optimization import fuse
 
 from .checkpoint import write_text_atomic
 from .convert import DEPLOYED_FORMS, _deployed_form, aligned_rank, compact
-from .forms import _median_time, check_forms, input_shapes, random_input
+from .forms import _median_time, check_forms, input_shapes, interleaved_times, random_input
 
 EXPORT_FORMATS = {".onnx": "ONNX (ONNX Runtime and other runtimes)", ".pt2": "torch.export (torch.export.load)"}
 
 
 def deploy(model: nn.Module, example: torch.Tensor, forms: str = "measured", fold_batchnorm: bool = True,
-           channels_last: bool = True, runtime: str = "eager") -> nn.Module:
+           channels_last: bool = True, runtime: str = "eager", check_stages: bool = False) -> nn.Module:
     """A plain-torch inference copy of `model` (factored or not), for inputs shaped like `example`.
 
     `forms`: "measured" times each factored layer's deployed forms on this machine at the
     example's batch size in `runtime` ("eager" or "onnxruntime": `deployed_forms`); "count" takes
-    the form with fewer weights (as `compact`). The choice and its timings are kept on the
+    the form with fewer weights (as `compact`). `check_stages` (with "measured") then times the
+    whole deployed model and keeps a stage's layers dense where that makes it faster
+    (`stage_checked_forms`: for latency, at batch 1). The choice and its timings are kept on the
     result as `.deployment`, and `export` writes them beside the file.
     """
     check_forms(forms)
@@ -45,16 +47,66 @@ def deploy(model: nn.Module, example: torch.Tensor, forms: str = "measured", fol
         x = example.contiguous(memory_format=torch.channels_last) if channels_last else example
         timings = {}
         chosen = deployed_forms(model, x, runtime, timings=timings) if forms == "measured" else None
-        small = compact(model, chosen).eval()
+        stages = None
+        if check_stages and chosen is not None:
+            stages = {}
+            chosen = stage_checked_forms(model, chosen, x, runtime, fold_batchnorm, channels_last, seconds=stages)
+        small = _plain(model, chosen, fold_batchnorm, channels_last)
     finally:
         model.train(was_training)
+    small.deployment = {"forms_by": forms, "runtime": runtime if forms == "measured" else None,
+                        "batch": example.shape[0], "forms": chosen, "seconds": timings if chosen else None,
+                        "stage_check_seconds": stages}
+    return small
+
+
+def _plain(model: nn.Module, forms: dict | None, fold_batchnorm: bool, channels_last: bool) -> nn.Module:
+    small = compact(model, forms).eval()
     if fold_batchnorm:
         small = fuse(small)  # traces with torch.fx; conv→BatchNorm pairs become one conv
     if channels_last:
         small = small.to(memory_format=torch.channels_last)
-    small.deployment = {"forms_by": forms, "runtime": runtime if forms == "measured" else None,
-                        "batch": example.shape[0], "forms": chosen, "seconds": timings if chosen else None}
     return small
+
+
+def stage_checked_forms(model: nn.Module, chosen: dict[str, str], example: torch.Tensor, runtime: str = "eager",
+                        fold_batchnorm: bool = True, channels_last: bool = True, margin: float = 0.03,
+                        rounds: int = 7, seconds: dict | None = None) -> dict[str, str]:
+    """`chosen` (per-layer forms) with whole stages turned dense where the whole deployed model,
+    timed in `runtime` on `example`, runs faster so.
+
+    Timing a layer alone misses what its two stages cost inside the network: at batch 1 each
+    extra convolution adds its call overhead, and a layer's input may sit in another cache.
+    Stages are the names before the first "."; the candidates are the per-layer choice, each
+    stage turned dense alone, the first stages turned dense together (network order), and every
+    layer dense, all timed in turns (`interleaved_times`). A candidate with factored layers is
+    kept only where it beats every layer dense by more than `margin` (the timing noise), so the
+    result is not slower than dense beyond that noise. `seconds`, when given, receives each
+    candidate's time.
+    """
+    def stage(name):
+        return name.split(".")[0]
+
+    factored = list(dict.fromkeys(stage(n) for n, f in chosen.items() if f != "dense"))
+    all_dense = dict.fromkeys(chosen, "dense")
+    if not factored:
+        return all_dense
+
+    def dense_in(stages):
+        return {n: "dense" if stage(n) in stages else f for n, f in chosen.items()}
+    candidates = {"per layer": chosen, **{f"{s} dense": dense_in({s}) for s in factored},
+                  **{f"{'+'.join(factored[:k])} dense": dense_in(set(factored[:k])) for k in range(2, len(factored))},
+                  "every layer dense": all_dense}
+    with torch.no_grad():
+        calls = {}
+        for label, forms in candidates.items():
+            small = _plain(model, forms, fold_batchnorm, channels_last)
+            calls[label] = _onnxruntime_call(small, example) if runtime == "onnxruntime" else (lambda m=small: m(example))
+        times = interleaved_times(calls, rounds=rounds)
+    if seconds is not None:
+        seconds.update(times)
+    best = min(times, key=times.get)
+    return candidates[best] if times[best] < (1 - margin) * times["every layer dense"] else all_dense
 
 
 RUNTIMES = ("eager", "onnxruntime")  # where a deployed model's layer forms are timed
@@ -159,4 +211,4 @@ def _export_onnx(model: nn.Module, path: Path, example: torch.Tensor, batch) -> 
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
-__all__ = ["deploy", "deployed_forms", "export", "EXPORT_FORMATS", "RUNTIMES"]
+__all__ = ["deploy", "deployed_forms", "stage_checked_forms", "export", "EXPORT_FORMATS", "RUNTIMES"]

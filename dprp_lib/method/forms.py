@@ -11,6 +11,7 @@ run trained with them does not repeat bit for bit; that is why training counts b
 """
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Literal, get_args
 
@@ -57,6 +58,29 @@ def _median_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
+
+
+def interleaved_times(calls: dict, min_round_s: float = 0.05, rounds: int = 7) -> dict[str, float]:
+    """Median seconds per call of each no-argument callable over `rounds` rounds of at least
+    `min_round_s` each.
+
+    The callables take turns within every round, so a drift in the machine's speed (clock,
+    caches, another process) lands on all of them alike instead of on whichever ran last.
+    """
+    repeats = {}
+    for name, fn in calls.items():
+        fn()  # warm-up: allocation, kernel choice, compilation
+        t0 = time.perf_counter()
+        fn()
+        repeats[name] = max(1, int(min_round_s / max(time.perf_counter() - t0, 1e-6)))
+    samples = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            for _ in range(repeats[name]):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / repeats[name])
+    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def time_forms(layer: SVDLayer, shape, channels_last: bool = False, training: bool = False,
@@ -126,4 +150,4 @@ def check_forms(value: str) -> str:
     return value
 
 
-__all__ = ["FORMS", "input_shapes", "time_forms", "measure_forms", "set_forms", "check_forms"]
+__all__ = ["FORMS", "input_shapes", "interleaved_times", "time_forms", "measure_forms", "set_forms", "check_forms"]
