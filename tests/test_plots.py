@@ -12,6 +12,11 @@ def test_singular_values_are_drawn_in_index_order():
     assert np.allclose(line.get_xdata(), [1, 2, 3, 4]) and np.allclose(line.get_ydata(), [1.0, 3.0, 2.0, 0.5])
     normalised = plots.singular_values({"layer": s}).axes[0].get_lines()[0].get_ydata()
     assert np.allclose(normalised, [1.0, 3.0, 2.0, 0.5])  # ÷ |s_1|, still in index order
+    bars = plots.singular_values({"layer": s, "twice": 2 * s}, normalise=False, log=False, bars=True).axes[0].patches
+    assert not plots.singular_values({"layer": s}, bars=True).axes[0].get_lines()
+    first, second = bars[:4], bars[4:]
+    assert [b.get_height() for b in first] == [1.0, 3.0, 2.0, 0.5] and [b.get_height() for b in second] == [2.0, 6.0, 4.0, 1.0]
+    assert all(a.get_x() < b.get_x() for a, b in zip(first, second))  # side by side at each index
 
 
 def test_deploy_speedups_draw_one_bar_per_runtime_and_size():
@@ -238,3 +243,15 @@ def test_results_against_paper_draws_one_interval_kind_one_colour_a_method_and_k
     for ax in fig.axes:
         box = ax.title.get_window_extent(renderer) if ax.get_title() else ax._left_title.get_window_extent(renderer)
         assert 0 <= box.x0 and box.x1 <= width, ax._left_title.get_text()
+
+
+def test_tradeoff_draws_error_bars_only_where_given():
+    from matplotlib.container import ErrorbarContainer
+
+    plain = [{"deployed_fraction": 0.7, "test_acc": 0.5, "label": "a", "group": "l1"},
+             {"deployed_fraction": 0.4, "test_acc": 0.45, "label": "b", "group": "hoyer"}]
+    ax = plots.tradeoff(plain).axes[0]
+    assert not [c for c in ax.containers if isinstance(c, ErrorbarContainer)] and len(ax.collections) == 2
+    noisy = [dict(p, yerr=0.03) for p in plain]
+    bars = [c for c in plots.tradeoff(noisy).axes[0].containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2 and all(c.has_yerr and not c.has_xerr for c in bars)

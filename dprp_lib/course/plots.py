@@ -66,15 +66,22 @@ def svd_geometry(matrix) -> Figure:
 
 
 def singular_values(spectra: dict, normalise: bool = True, log: bool = True,
-                    title: str = "singular values") -> Figure:
+                    title: str = "singular values", bars: bool = False) -> Figure:
     """One curve per labelled spectrum; x is the index i, y is |s_i| (÷ |s_1| if normalise), in the
     order the layer stores them: an unsorted spectrum shows as unsorted (sort it yourself to
-    compare shapes)."""
+    compare shapes). `bars` draws each value as a bar (a few discrete values: a line between
+    them would suggest values in between), the spectra side by side."""
     with _style():
         fig, (ax,) = _figure(width=6, height=3.6)
-        for label, s in spectra.items():
+        width = 0.8 / len(spectra)
+        for j, (label, s) in enumerate(spectra.items()):
             s = np.abs(_np(s)).ravel()
-            ax.plot(np.arange(1, len(s) + 1), s / s[0] if normalise else s, label=label, lw=1.5)
+            x, y = np.arange(1, len(s) + 1), s / s[0] if normalise else s
+            if bars:
+                ax.bar(x + (j - (len(spectra) - 1) / 2) * width, y, width, label=label, color=COLORS[j % len(COLORS)])
+                ax.set_xticks(x)
+            else:
+                ax.plot(x, y, label=label, lw=1.5)
         ax.set(xlabel="index i", ylabel="|s_i| / |s_1|" if normalise else "|s_i|", title=title)
         if log:
             ax.set_yscale("log")
@@ -396,9 +403,12 @@ def tradeoff(points: list[dict], x: str = "deployed_fraction", y: str = "test_ac
         groups = list(dict.fromkeys(p.get("group", "") for p in points))
         for i, g in enumerate(groups):
             pts = [p for p in points if p.get("group", "") == g]
-            ax.errorbar([p[x] for p in pts], [p[y] for p in pts],
-                        xerr=[p.get("xerr", 0) for p in pts], yerr=[p.get("yerr", 0) for p in pts],
-                        fmt="o", color=COLORS[i % len(COLORS)], label=g or None, capsize=3)
+            xs, ys, color = [p[x] for p in pts], [p[y] for p in pts], COLORS[i % len(COLORS)]
+            if any(p.get("xerr") or p.get("yerr") for p in pts):
+                err = {k: [p.get(k, 0) for p in pts] if any(p.get(k) for p in pts) else None for k in ("xerr", "yerr")}
+                ax.errorbar(xs, ys, **err, fmt="o", color=color, label=g or None, capsize=3)
+            else:  # no error bars: plain markers, so the legend shows none either
+                ax.scatter(xs, ys, color=color, label=g or None, zorder=3)
         ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
         _label_apart(ax, [(p[x], p[y], p["label"]) for p in points])
         if any(groups):
