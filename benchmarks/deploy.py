@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 import dprp_lib as dprp
-from dprp_lib.method.deployment import deploy, deployed_forms, export
+from dprp_lib.method.deployment import deploy, export
 from dprp_lib.method.forms import interleaved_times
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,11 +104,10 @@ def choose_sizes(model_name: str, runs_dir: Path) -> dict[str, dict]:
     return sizes
 
 
-def layer_table(source: torch.nn.Module, x: torch.Tensor, runtime: str) -> list[dict]:
-    """Each factored layer's time (ms) in its dense, two-stage and padded forms, in `runtime`, and
-    the form deploy() keeps there; layers above break-even are not timed (None)."""
-    timings = {}
-    chosen = deployed_forms(source, x.contiguous(memory_format=torch.channels_last), runtime, timings=timings)
+def layer_table(source: torch.nn.Module, deployed: torch.nn.Module) -> list[dict]:
+    """Each factored layer's time (ms) in its dense, two-stage and padded forms, as `deploy()` timed
+    them for `deployed`, and the form it kept; layers above break-even are not timed (None)."""
+    timings, chosen = deployed.deployment["seconds"], deployed.deployment["forms"]
     rows = []
     for name, layer in dprp.svd_layers(source):
         t = timings.get(name, {})
@@ -201,9 +200,13 @@ def main(argv=None):
                 built[name] = {how: deploy(source, x, **DEPLOYMENTS[how]) for how in needed}
                 params[name] = {how: dprp.count_params(m) for how, m in built[name].items()}  # padding adds some
                 if name == "~50%" and batch == max(args.batches):
-                    # per runtime whose forms some row's deployment timed
-                    layers = {rt: layer_table(source, x, rt) for rt in dict.fromkeys(
-                        DEPLOYMENTS[how].get("runtime", "eager") for how in needed if how != "count")}
+                    # per runtime that times forms, its deployment's own per-layer timings (the one
+                    # without the stage check where both were built)
+                    by_runtime = {}
+                    for how in sorted((h for h in needed if h != "count"),
+                                      key=lambda h: DEPLOYMENTS[h].get("check_stages", False)):
+                        by_runtime.setdefault(DEPLOYMENTS[how].get("runtime", "eager"), how)
+                    layers = {rt: layer_table(source, built[name][how]) for rt, how in by_runtime.items()}
             for row in args.runtimes:
                 runtime, how = ROWS[row]
                 fns = {name: runtime_fn(runtime, built[name][how], x, Path(tmp), threads) for name in models}

@@ -404,8 +404,8 @@ def tradeoff(points: list[dict], x: str = "deployed_fraction", y: str = "test_ac
         for i, g in enumerate(groups):
             pts = [p for p in points if p.get("group", "") == g]
             xs, ys, color = [p[x] for p in pts], [p[y] for p in pts], COLORS[i % len(COLORS)]
-            if any(p.get("xerr") or p.get("yerr") for p in pts):
-                err = {k: [p.get(k, 0) for p in pts] if any(p.get(k) for p in pts) else None for k in ("xerr", "yerr")}
+            err = {k: [p.get(k, 0) for p in pts] if any(p.get(k) for p in pts) else None for k in ("xerr", "yerr")}
+            if any(e is not None for e in err.values()):
                 ax.errorbar(xs, ys, **err, fmt="o", color=color, label=g or None, capsize=3)
             else:  # no error bars: plain markers, so the legend shows none either
                 ax.scatter(xs, ys, color=color, label=g or None, zorder=3)
