@@ -527,8 +527,7 @@ def answer_names(nb) -> set[str]:
     names = set()
     for cell in nb.cells:
         if cell.cell_type == "code" and (meta(cell).get("solution") or meta(cell).get("grade") or from_scratch(cell)):
-            source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
-            names |= top_level_names(ast.parse(source).body)
+            names |= top_level_names(ast.parse(cell.source).body)
     return names
 
 
