@@ -34,6 +34,7 @@ def run_notebook(path: Path, tmp_path: Path, runs_dir: Path, mode: str = "smoke"
 
 def claims_01(m):
     assert m["eckart_young_max_gap"] < 1e-10  # ‖A − A_k‖ is exactly the energy left out
+    assert -1e-12 < m["gradient_descent_excess"] < 1e-6  # gradient descent reaches the Eckart–Young error, not below it
     small = min(m["image_shape"])
     assert m["rank_for_90pct_energy"] < 0.1 * small  # a photograph's spectrum falls fast
     assert m["relative_error_rank20"] < 0.35

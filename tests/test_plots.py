@@ -255,3 +255,11 @@ def test_tradeoff_draws_error_bars_only_where_given():
     noisy = [dict(p, yerr=0.03) for p in plain]
     bars = [c for c in plots.tradeoff(noisy).axes[0].containers if isinstance(c, ErrorbarContainer)]
     assert len(bars) == 2 and all(c.has_yerr and not c.has_xerr for c in bars)
+
+
+def test_descent_to_bound_draws_the_excess_over_each_bound_against_step():
+    fig = plots.descent_to_bound({"k = 1": [5.0, 3.5, 3.0], "k = 2": [2.0, 1.0 + 1e-20]}, {"k = 1": 3.0, "k = 2": 1.0}, every=10)
+    first, second = fig.axes[0].get_lines()
+    assert list(first.get_xdata()) == [0, 10, 20] and np.allclose(first.get_ydata(), [2.0, 0.5, 1e-15])
+    assert np.allclose(second.get_ydata(), [1.0, 1e-15])  # round-off below the bound is drawn at the floor
+    assert fig.axes[0].get_yscale() == "log"

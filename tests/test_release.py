@@ -273,6 +273,26 @@ WRONG.update({
         "the gradient of ‖s‖₁ only": "return torch.sign(s) / s.square().sum().sqrt()",
     },
 })
+GD01 = "for _ in range(steps):\n    R = A - P @ Q.T\n"
+WRONG["factorize"] = {
+    "one SVD, no descent": "U, s, Vh = torch.linalg.svd(A, full_matrices=False)\nk = P.shape[1]\n"
+                           "return U[:, :k] * s[:k], Vh[:k].T",
+    "sequential: Q's step at the new P": GD01 + "    P = P + lr * R @ Q\n    Q = Q + lr * (A - P @ Q.T).T @ P\nreturn P, Q",
+    "the gradient of ‖·‖² (a factor 2)": GD01 + "    P, Q = P + 2 * lr * R @ Q, Q + 2 * lr * R.T @ P\nreturn P, Q",
+    "ascent (the sign flipped)": GD01 + "    P, Q = P - lr * R @ Q, Q - lr * R.T @ P\nreturn P, Q",
+    "R for Rᵀ in Q's gradient (the missing transpose)": GD01 + "    P, Q = P + lr * R @ Q, Q + lr * R @ P\nreturn P, Q",
+    "the gradient averaged over the entries (÷ m·n)": GD01 + "    P, Q = P + lr * R @ Q / R.numel(), Q + lr * R.T @ P / R.numel()\nreturn P, Q",
+    "only P trained": GD01 + "    P = P + lr * R @ Q\nreturn P, Q",
+    "lr ignored (0.01)": GD01 + "    P, Q = P + 0.01 * R @ Q, Q + 0.01 * R.T @ P\nreturn P, Q",
+    "one step too many": "for _ in range(steps + 1):\n    R = A - P @ Q.T\n"
+                         "    P, Q = P + lr * R @ Q, Q + lr * R.T @ P\nreturn P, Q",
+    "one step too few": "for _ in range(1, steps):\n    R = A - P @ Q.T\n"
+                        "    P, Q = P + lr * R @ Q, Q + lr * R.T @ P\nreturn P, Q",
+    "in place (the caller's P and Q change)": GD01 + "    dP, dQ = R @ Q, R.T @ P\n    P += lr * dP\n    Q += lr * dQ\nreturn P, Q",
+    "the residual not updated (R of the start)": "R = A - P @ Q.T\nfor _ in range(steps):\n"
+                                                  "    P, Q = P + lr * R @ Q, Q + lr * R.T @ P\nreturn P, Q",
+    "normalised steps": GD01 + "    dP, dQ = R @ Q, R.T @ P\n    P, Q = P + lr * dP / dP.norm(), Q + lr * dQ / dQ.norm()\nreturn P, Q",
+}
 WRONG["factored_conv"] = {
     "Vᵀ stored for V (the missing transpose)": ("Vh.T.to(dtype)", "Vh.to(dtype)"),
     "the SVD in float32": (".to(torch.float64).reshape(", ".reshape("),
@@ -288,11 +308,12 @@ PREAMBLE = {
     "energy_rule": "import torch\nimport dprp_lib as dprp\nfrom dprp_lib.method import lowrank\n"
                    "s_image = torch.linalg.svdvals(torch.rand(60, 50, generator=torch.Generator().manual_seed(0), "
                    "dtype=torch.float64))\n",
+    "factorize": "import torch\n",
     "interval": "", "conv_macs": "import torch\nimport dprp_lib as dprp\n", "verdict": "",
 }
 EXERCISE_CHAPTER = {"factored_conv": "02_svd_layers", "break_even": "02_svd_layers", "orthogonality": "03_orthogonality",
                     "orthogonality_grad": "03_orthogonality", "sorting": "04_sorting", "sorting_grad": "04_sorting",
-                    "hoyer": "05_sparsity", "hoyer_grad": "05_sparsity", "energy_rule": "01_svd_basics", "interval": "07_ablations", "conv_macs": "08_resnet20_cifar10",
+                    "hoyer": "05_sparsity", "hoyer_grad": "05_sparsity", "energy_rule": "01_svd_basics", "factorize": "01_svd_basics", "interval": "07_ablations", "conv_macs": "08_resnet20_cifar10",
                     "verdict": "09_results_vs_paper", "cut": "06_dynamic_rank_pruning", "step": "06_dynamic_rank_pruning",
                     "train": "06_dynamic_rank_pruning"}
 

@@ -123,6 +123,22 @@ def energy_and_storage(s, m: int, n: int, title: str = "") -> Figure:
     return fig
 
 
+def descent_to_bound(errors: dict, bounds: dict, every: int = 1, title: str = "") -> Figure:
+    """How far gradient descent's ‖A − P·Qᵀ‖_F stays above the Eckart–Young error √(Σ_(i>k) s_i²),
+    against step, on a log scale: `errors` maps a label to the errors after 0, every, 2·every, ...
+    steps and `bounds` the label to its bound. Excesses below 1e-15 (round-off) are drawn at 1e-15."""
+    with _style():
+        fig, (ax,) = _figure(width=6.4, height=3.6)
+        for i, (label, values) in enumerate(errors.items()):
+            excess = np.maximum(np.asarray(values, dtype=float) - bounds[label], 1e-15)
+            ax.plot(np.arange(len(excess)) * every, excess, color=COLORS[i % len(COLORS)], label=label)
+        ax.set_yscale("log")
+        ax.set(xlabel="gradient step", ylabel="‖A − PQᵀ‖_F − √(Σ_(i>k) s_i²)",
+               title=title or "gradient descent reaches the Eckart–Young error")
+        ax.legend()
+    return fig
+
+
 # --- chapter 02: factored layers -------------------------------------------------------------
 def layer_costs(m: int, n: int, positions: int = 1, title: str = "") -> Figure:
     """Parameters and multiply-accumulates of one m×n layer against rank, both forms."""
