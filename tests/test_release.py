@@ -200,6 +200,16 @@ WRONG = {
                                          " + weights['sparse'] * sparse_penalty(m) for m in factored_layers(model))\n" + STEP06_TAIL,
         "penalty on the first layer only": CE06 + "m = factored_layers(model)[0]\npenalty = weights['orth'] * orth_penalty(m) + "
                                            "weights['sort'] * sort_penalty(m) + weights['sparse'] * sparse_penalty(m)\n" + STEP06_TAIL,
+        "one penalty at a time (elif)": CE06 + "penalty = 0\nfor m in factored_layers(model):\n"
+                                        "    if weights['orth']:\n        penalty = penalty + weights['orth'] * orth_penalty(m)\n"
+                                        "    elif weights['sort']:\n        penalty = penalty + weights['sort'] * sort_penalty(m)\n"
+                                        "    elif weights['sparse']:\n        penalty = penalty + weights['sparse'] * sparse_penalty(m)\n"
+                                        + STEP06_TAIL,
+        "its own SGD (lr 0.05, momentum 0.9) for the one passed": CE06 + PEN06
+            + "optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)\n" + STEP06_TAIL,
+        "the first and last layers only": CE06 + "layers = factored_layers(model)\n"
+                                          "penalty = sum(weights['orth'] * orth_penalty(m) + weights['sort'] * sort_penalty(m) "
+                                          "+ weights['sparse'] * sparse_penalty(m) for m in {layers[0], layers[-1]})\n" + STEP06_TAIL,
     },
     "train": {
         "a cut after every epoch": TRAIN06.replace("if epoch in cut_after:", "if True:"),
