@@ -44,11 +44,24 @@ def test_setup_accepts_every_mode_and_refuses_others(mode, capsys):
         notebook.setup("fast")
 
 
-def test_save_metrics_writes_plain_json(tmp_path):
+def test_save_metrics_writes_plain_json_where_the_environment_says(tmp_path, monkeypatch):
     import numpy as np
     import torch
 
-    path = notebook.save_metrics("x", tmp_path / "m.json", acc=np.float32(0.5), ranks=torch.tensor([1, 2]))
+    monkeypatch.setenv("DPRP_METRICS_DIR", str(tmp_path / "metrics"))
+    path = notebook.save_metrics("x", acc=np.float32(0.5), ranks=torch.tensor([1, 2]))
+    assert path == tmp_path / "metrics" / "x.json"
     assert json.loads(path.read_text()) == {"acc": 0.5, "ranks": [1, 2]}
     with pytest.raises(TypeError, match="cannot write object"):
-        notebook.save_metrics("x", tmp_path / "bad.json", thing=object())
+        notebook.save_metrics("bad", thing=object())
+    monkeypatch.delenv("DPRP_METRICS_DIR")
+    assert notebook.save_metrics("x", acc=1).parent == notebook.paths.METRICS
+
+
+def test_no_parameters_cell_holds_test_plumbing():
+    import nbformat
+    from dprp_lib.course.build import chapters
+
+    for path in chapters():
+        cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+        assert "METRICS" not in cell.source, path.name

@@ -25,11 +25,10 @@ def runs_dir(tmp_path_factory):
 
 def run_notebook(path: Path, tmp_path: Path, runs_dir: Path, mode: str = "smoke") -> dict:
     require_mirror()
-    metrics = tmp_path / "metrics.json"
-    execute(path, tmp_path / path.name, {"MODE": mode, "DEVICE": "cpu", "METRICS_PATH": str(metrics),
-                                         "DATA_DIR": str(ROOT / "data"), "RUNS_DIR": str(runs_dir)},
-            cell_timeout=900)  # no smoke or committed-run cell comes near this; a stall fails, not hangs
-    return json.loads(metrics.read_text())
+    execute(path, tmp_path / path.name, {"MODE": mode, "DEVICE": "cpu", "DATA_DIR": str(ROOT / "data"), "RUNS_DIR": str(runs_dir)},
+            cell_timeout=900,  # no smoke or committed-run cell comes near this; a stall fails, not hangs
+            metrics_dir=tmp_path / "metrics")
+    return json.loads((tmp_path / "metrics" / f"{path.stem}.json").read_text())
 
 
 def claims_01(m):
@@ -262,7 +261,5 @@ def test_chapters_import_the_installed_package_and_find_the_repository_folders(t
     copy = tmp_path / "elsewhere" / "04_sorting.ipynb"
     copy.parent.mkdir()
     shutil.copy(NOTEBOOKS / "04_sorting.ipynb", copy)
-    metrics = tmp_path / "metrics.json"
-    execute(copy, tmp_path / "out.ipynb", {"MODE": "quick", "DEVICE": "cpu", "METRICS_PATH": str(metrics)},
-            cell_timeout=900)
-    assert json.loads(metrics.read_text())["total_rank"]["sort=0"] > 0
+    execute(copy, tmp_path / "out.ipynb", {"MODE": "quick", "DEVICE": "cpu"}, cell_timeout=900, metrics_dir=tmp_path)
+    assert json.loads((tmp_path / "04_sorting.json").read_text())["total_rank"]["sort=0"] > 0

@@ -23,6 +23,7 @@ import torch
 
 from .. import paths
 from ..engine.experiments import MODES
+from .notebook import METRICS_DIR
 
 NOTEBOOKS = paths.ROOT / "notebooks"
 SITE = Path(__file__).resolve().parent / "site"
@@ -42,10 +43,11 @@ def resolve_mode(mode: str) -> str:
 
 
 def execute(notebook: Path, output: Path, parameters: dict, kernel: str = "python3",
-            cell_timeout: int | None = None) -> None:
+            cell_timeout: int | None = None, metrics_dir: Path | None = None) -> None:
     """Execute `notebook` with papermill into `output`, passing only the parameters it declares.
 
-    `cell_timeout` (seconds) turns a stalled cell into an error instead of a hang.
+    `cell_timeout` (seconds) turns a stalled cell into an error instead of a hang; `metrics_dir`
+    is where the chapter's `save_metrics` writes (the kernel inherits it as $DPRP_METRICS_DIR).
     """
     import papermill as pm
     from jupyter_client.manager import KernelManager
@@ -57,10 +59,19 @@ def execute(notebook: Path, output: Path, parameters: dict, kernel: str = "pytho
 
     declared = set(pm.inspect_notebook(str(notebook)))
     output.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(notebook), str(output), kernel_name=kernel, cwd=str(notebook.parent),
-                        parameters={k: v for k, v in parameters.items() if k in declared},
-                        progress_bar=False, execution_timeout=cell_timeout,
-                        kernel_manager_class=EncryptedKernelManager)
+    before = os.environ.get(METRICS_DIR)
+    if metrics_dir is not None:
+        os.environ[METRICS_DIR] = str(metrics_dir)
+    try:
+        pm.execute_notebook(str(notebook), str(output), kernel_name=kernel, cwd=str(notebook.parent),
+                            parameters={k: v for k, v in parameters.items() if k in declared},
+                            progress_bar=False, execution_timeout=cell_timeout,
+                            kernel_manager_class=EncryptedKernelManager)
+    finally:
+        if before is None:
+            os.environ.pop(METRICS_DIR, None)
+        else:
+            os.environ[METRICS_DIR] = before
 
 
 def title(nb) -> str:
@@ -176,12 +187,10 @@ def run_course(mode="auto", out="build", only=(), kernel="python3", device="auto
     for nb in selected:
         t0 = time.perf_counter()
         # Paths relative to the chapter (it runs from notebooks/), so no page shows this machine's folders.
-        params = {"MODE": mode, "DEVICE": device,
-                  "METRICS_PATH": os.path.relpath(out / "metrics" / f"{nb.stem}.json", nb.parent),
-                  "RUNS_DIR": os.path.relpath(out / "runs", nb.parent)}
+        params = {"MODE": mode, "DEVICE": device, "RUNS_DIR": os.path.relpath(out / "runs", nb.parent)}
         executed = out / "notebooks" / nb.name
         try:
-            execute(nb, executed, params, kernel)
+            execute(nb, executed, params, kernel, metrics_dir=(out / "metrics").resolve())
             status = "ok"
         except Exception as e:  # papermill raises PapermillExecutionError with the failing cell
             status = f"failed: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
