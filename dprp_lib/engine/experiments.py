@@ -144,8 +144,10 @@ def _sparsity_grid(base, mode, seeds, data):
     # diverged (NaN loss after the first cut), so its sweep stops at 20×.
     scale = {"l1": 1.0, "hoyer": 10.0, "hoyer_square": 1.0}
     weights = [0.0, 0.5, 1.0, 2.0]
-    return {f"{kind} x{w:g}": dataclasses.replace(base, sparse_kind=kind, sparse=base.sparse * w * s)
-            for kind, s in scale.items() for w in weights if w or kind == "l1"}
+    sweep = {f"{kind} x{w:g}": dataclasses.replace(base, sparse_kind=kind, sparse=base.sparse * w * s)
+             for kind, s in scale.items() for w in weights if w or kind == "l1"}
+    # the dense reference the trade-off is read against (chapter 06's dense run: the same config)
+    return {**sweep, "dense": dataclasses.replace(base, method="dense")}
 
 
 def _pruning_grid(base, mode, seeds, data):
