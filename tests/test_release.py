@@ -343,18 +343,12 @@ def chapter06_context(grade_id: str) -> str:
 PREAMBLE.update({g: chapter06_context for g in ("cut", "step", "train")})
 
 
-def earlier_answers(grade_id: str) -> str:
-    """Imports and the instructor's answers to the exercises before `grade_id` in its chapter: a
-    gradient's graded cell checks the answer against autograd of the student's own penalty."""
-    nb = nbformat.read(ROOT / "notebooks" / f"{EXERCISE_CHAPTER[grade_id]}.ipynb", as_version=4)
-    answers = [a.source for a, _ in exercises(nb)]
-    mine = next(i for i, (a, _) in enumerate(exercises(nb)) if meta(a)["grade_id"] == grade_id)
-    return "\n".join(["import math\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n"
-                      "import dprp_lib as dprp\n", *answers[:mine]])
-
-
-PREAMBLE.update({g: earlier_answers(g) for g in ("factored_conv", "break_even", "orthogonality", "orthogonality_grad", "sorting",
-                                                 "sorting_grad", "hoyer", "hoyer_grad")})
+# Every graded cell of 02-05 stands on its own (a gradient's checks against autograd of the
+# penalty's definition, not of the student's penalty): imports are all it needs.
+IMPORTS = ("import math\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n"
+           "import dprp_lib as dprp\n")
+PREAMBLE.update({g: IMPORTS for g in ("factored_conv", "break_even", "orthogonality", "orthogonality_grad", "sorting",
+                                      "sorting_grad", "hoyer", "hoyer_grad")})
 
 
 def grade_in_process(grade_id: str, body: str | None):

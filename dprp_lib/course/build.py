@@ -18,6 +18,7 @@ import shutil
 import time
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -59,19 +60,11 @@ def execute(notebook: Path, output: Path, parameters: dict, kernel: str = "pytho
 
     declared = set(pm.inspect_notebook(str(notebook)))
     output.parent.mkdir(parents=True, exist_ok=True)
-    before = os.environ.get(METRICS_DIR)
-    if metrics_dir is not None:
-        os.environ[METRICS_DIR] = str(metrics_dir)
-    try:
+    with mock.patch.dict(os.environ, {METRICS_DIR: str(metrics_dir)} if metrics_dir is not None else {}):
         pm.execute_notebook(str(notebook), str(output), kernel_name=kernel, cwd=str(notebook.parent),
                             parameters={k: v for k, v in parameters.items() if k in declared},
                             progress_bar=False, execution_timeout=cell_timeout,
                             kernel_manager_class=EncryptedKernelManager)
-    finally:
-        if before is None:
-            os.environ.pop(METRICS_DIR, None)
-        else:
-            os.environ[METRICS_DIR] = before
 
 
 def title(nb) -> str:
