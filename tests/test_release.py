@@ -8,8 +8,9 @@
 - the student release runs, failing only where the student has to write something;
 - plausible wrong answers fail each graded cell (run without a kernel, on the chapters' own cells).
 
-The autograded chapters are the fast ones (07, 08, 09 load committed runs in a few seconds);
-chapter 01 takes 20-60 s a run on a 2-core CPU and is released but not autograded here.
+Autograded here: two from-scratch chapters (02, the factored convolution; 05, the Hoyer penalty
+and its gradient) and 07-09, which load committed runs in a few seconds; 01, 03, 04 and 06 are
+released and their graded cells checked against wrong answers, but not autograded (time).
 """
 import ast
 import re
@@ -25,7 +26,7 @@ from conftest import require_mirror
 from test_notebooks import ROOT
 
 GRADED = [p for p in chapters() if release.graded_cells(nbformat.read(p, as_version=4))]
-AUTOGRADED = ["07_ablations", "08_resnet20_cifar10", "09_results_vs_paper"]
+AUTOGRADED = ["02_svd_layers", "05_sparsity", "07_ablations", "08_resnet20_cifar10", "09_results_vs_paper"]
 STUB = re.compile(r"^([ \t]*)# YOUR CODE HERE\n[ \t]*raise NotImplementedError\(\)\n?", re.M)
 SOLUTION = re.compile(r"^([ \t]*)### BEGIN SOLUTION\n(.*?)^[ \t]*### END SOLUTION[ \t]*\n?", re.M | re.S)
 
@@ -460,16 +461,16 @@ def submit(root, student: str, name: str, notebook) -> None:
     nbformat.write(notebook, target)
 
 
-def answered(released, name: str, wrong: dict[str, str], tamper: bool = False):
-    """The student release of chapter `name` with every exercise answered: the instructor's answer,
-    or `wrong[grade_id]`; written answers filled in; with `tamper`, graded test cells emptied."""
+def answered(released, name: str, wrong: dict, tamper: bool = False):
+    """The student release of chapter `name` with every exercise answered: the instructor's answer
+    cell, or it edited by `wrong[grade_id]` (see `edited`: a body, or an (old, new) edit where a cell
+    holds several solution regions); written answers filled in; with `tamper`, graded test cells emptied."""
     instructor = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
-    answers = {meta(a)["grade_id"]: instructor_answer(a) for a, _ in exercises(instructor)}
     nb = nbformat.read(released[name], as_version=4)
-    for cell in nb.cells:
+    for cell, source in zip(nb.cells, instructor.cells):
         m = meta(cell)
         if m.get("solution") and cell.cell_type == "code":
-            cell.source = with_body(cell.source, wrong.get(m["grade_id"], answers[m["grade_id"]]))
+            cell.source = edited(source.source, wrong[m["grade_id"]]) if m["grade_id"] in wrong else source.source
         elif m.get("solution"):
             cell.source = "Orthogonality: removing it costs accuracy at the same size; the others change the size."
         elif m.get("grade") and tamper:
@@ -477,8 +478,13 @@ def answered(released, name: str, wrong: dict[str, str], tamper: bool = False):
     return nb
 
 
-WRONG_SUBMISSION = {"07_ablations": {"interval": WRONG["interval"]["population sd (/ n)"]},
-                    # caught by a hidden test only
+# One wrong answer per chapter, each losing its own exercise's points only: in 02 a factored
+# convolution with V stored transposed (a class with several solution regions), in 05 the Hoyer
+# penalty without abs (its gradient exercise keeps its points: graded against the definition),
+# in 07 an interval with the population sd, in 09 a verdict caught by a hidden test only.
+WRONG_SUBMISSION = {"02_svd_layers": {"factored_conv": WRONG["factored_conv"]["Vᵀ stored for V (the missing transpose)"]},
+                    "05_sparsity": {"hoyer": WRONG["hoyer"]["abs dropped"]},
+                    "07_ablations": {"interval": WRONG["interval"]["population sd (/ n)"]},
                     "09_results_vs_paper": {"verdict": WRONG["verdict"]["high <= bound"]}}
 
 
@@ -492,7 +498,7 @@ def test_autograde_gives_the_instructor_version_full_marks_and_a_wrong_submissio
     root, released = course
     for name in AUTOGRADED:
         submit(root, "instructor", name, nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4))
-        # wrong answers in 07 and 09; in 08 the right answer with its locked test cell emptied
+        # one wrong answer in 02, 05, 07 and 09; in 08 the right answer with its locked test cell emptied
         submit(root, "student", name, answered(released, name, WRONG_SUBMISSION.get(name, {}),
                                                tamper=name == "08_resnet20_cifar10"))
     for name in AUTOGRADED:
