@@ -222,6 +222,7 @@ WRONG = {
             "    if epoch in cut_after:", "    rank = sum(m.rank for m in factored_layers(model))\n    if epoch in cut_after:").replace(
             '"rank": sum(m.rank for m in factored_layers(model))}', '"rank": rank}'),
         "lr ignored (0.05)": TRAIN06.replace("lr=lr,", "lr=0.05,"),
+        "the last batch's loss for the epoch's mean": TRAIN06.replace("sum(losses) / len(losses)", "losses[-1]"),
         "cut at the start of the epoch": TRAIN06.replace(
             "    losses = [my_step(model, x, y, optimizer, weights) for x, y in batches]\n", "").replace(
             "                my_cut(layer, optimizer, energy)\n",
