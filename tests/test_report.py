@@ -27,6 +27,15 @@ def test_verdicts_follow_the_interval_and_the_size():
     assert v["b"]["status"] == "not decided" and "dprp 50% no sort" not in v["b"]["points"]
     spans = R.target_verdicts({"rows": [row("dprp 94%", [-1.0, 0.5, 1.0], 0.9)]})
     assert spans["a"]["points"]["dprp 94%"].startswith("not decided") and "spans +0" in spans["a"]["points"]["dprp 94%"]
+    # several points tried: a 95% interval above the bound is not enough, Bonferroni's must be
+    one = [0.3, 0.5, 0.7]  # its 95% interval starts just above 0, its 97.5% interval below
+    assert S.mean_interval(one)[1] > 0 and S.mean_interval(one, 0.975)[1] < 0
+    alone = R.target_verdicts({"rows": [row("dprp 94%", one, 0.9)]})
+    assert alone["a"]["status"] == "holds"  # one point tried: 95% is the level
+    two = R.target_verdicts({"rows": [row("dprp 94%", one, 0.9), row("dprp 50%", [-1.0, -0.9, -1.1], 0.5)]})
+    assert two["a"]["status"] == "not decided" and "97.50% level for 2 points" in two["a"]["points"]["dprp 94%"]
+    clear = R.target_verdicts({"rows": [row("dprp 94%", [0.5, 0.6, 0.7], 0.9), row("dprp 50%", [-1.0, -0.9, -1.1], 0.5)]})
+    assert clear["a"]["met_by"] == ["dprp 94%"] and "97.50% interval from" in clear["a"]["points"]["dprp 94%"]
 
 
 def test_section_markers_are_replaced_and_required(tmp_path):

@@ -204,13 +204,18 @@ def paired_verdict(r: dict) -> str:
 def target_verdicts(report: dict) -> dict:
     """For each target: every DPRP operating point's verdict, and whether any point meets it.
 
-    A point meets a target when its deployed size is within the bound and the whole 95%
-    interval of its paired change lies at or above the bound; it misses it when the size is
-    over or the whole interval lies below; otherwise the seeds do not decide it.
+    A point meets a target when its deployed size is within the bound and the whole interval of
+    its paired change lies at or above the bound; it misses it when the size is over or the whole
+    95% interval lies below; otherwise the seeds do not decide it. "Some point meets it" is one
+    claim made with several tries, so the interval that meets is Bonferroni's: at 1 - 0.05/m for
+    the m points that are tried (within the size, enough seeds), as chapter 07 teaches; a point
+    whose 95% interval alone clears the bound is not decided.
     """
     points = [r for r in report["rows"] if r["method"] == "dprp" and " no " not in r["variant"]]
     verdicts = {}
     for key, t in TARGETS.items():
+        tried = [r for r in points if r["deployed_fraction"] <= t["max_fraction"] and len(r["deltas"]) >= MIN_SEEDS]
+        level = 1 - 0.05 / max(len(tried), 1)
         per_point = {}
         for r in points:
             if r["deployed_fraction"] > t["max_fraction"]:
@@ -219,13 +224,18 @@ def target_verdicts(report: dict) -> dict:
                 per_point[r["variant"]] = f"not decided: {len(r['deltas'])} paired seed(s), {MIN_SEEDS} needed"
             else:
                 mean, low, high = r["interval"]
-                if low >= t["min_change"]:
-                    per_point[r["variant"]] = f"meets it: {mean:+.2f} points, 95% interval [{low:+.2f}, {high:+.2f}]"
+                corrected_low = mean_interval(r["deltas"], level)[1]
+                shown = f"{mean:+.2f} points, 95% interval [{low:+.2f}, {high:+.2f}]"
+                if corrected_low >= t["min_change"]:
+                    per_point[r["variant"]] = f"meets it: {shown}" + (
+                        f", {level:.2%} interval from {corrected_low:+.2f} ({len(tried)} points tried)" if len(tried) > 1 else "")
+                elif low >= t["min_change"]:
+                    per_point[r["variant"]] = (f"not decided: {shown}, but at the {level:.2%} level for {len(tried)} points "
+                                               f"tried it starts at {corrected_low:+.2f}")
                 elif high < t["min_change"]:
-                    per_point[r["variant"]] = f"misses: {mean:+.2f} points, 95% interval [{low:+.2f}, {high:+.2f}]"
+                    per_point[r["variant"]] = f"misses: {shown}"
                 else:
-                    per_point[r["variant"]] = (f"not decided: {mean:+.2f} points, 95% interval "
-                                               f"[{low:+.2f}, {high:+.2f}] spans {t['min_change']:+g}")
+                    per_point[r["variant"]] = f"not decided: {shown} spans {t['min_change']:+g}"
         met = [v for v, text in per_point.items() if text.startswith("meets")]
         decided_missing = all(text.startswith("misses") for text in per_point.values()) and per_point
         verdicts[key] = {"text": t["text"], "points": per_point, "met_by": met,
