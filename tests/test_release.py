@@ -13,8 +13,11 @@ and its gradient) and 07-09, which load committed runs in a few seconds; 01, 03,
 released and their graded cells checked against wrong answers, but not autograded (time).
 """
 import ast
+import contextlib
+import io
 import re
 import shutil
+import warnings
 
 import nbformat
 import pytest
@@ -363,11 +366,15 @@ def grade_in_process(grade_id: str, body: str | None):
     preamble = PREAMBLE[grade_id]
     exec(preamble(grade_id) if callable(preamble) else preamble, namespace)
     exec(answer.source if body is None else edited(answer.source, body), namespace)
+    stderr = io.StringIO()
     try:
-        exec(test.source, namespace)
+        # nbgrader gives no points to a graded cell that writes to stderr, so a warning fails it here too
+        with warnings.catch_warnings(), contextlib.redirect_stderr(stderr):
+            warnings.simplefilter("error")
+            exec(test.source, namespace)
     except Exception as e:  # noqa: BLE001 (a graded cell fails on any error)
         return e
-    return None
+    return AssertionError(f"the graded cell wrote to stderr: {stderr.getvalue()[:200]}") if stderr.getvalue() else None
 
 
 @pytest.mark.parametrize("grade_id", list(WRONG))
