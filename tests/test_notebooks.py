@@ -6,6 +6,7 @@ part of `make test`.)
 import json
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from dprp_lib.course.build import chapters, execute, run_course
@@ -233,6 +234,14 @@ def test_chapter_states_prerequisites_study_time_and_references(path):
     assert len(refs) == 1 and "https://arxiv.org/abs/2401.08014" in refs[0]  # every chapter links the paper
     checks = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("**Check your understanding**")]
     assert checks and all("<details><summary>Answer</summary>" in c for c in checks)  # short questions, answers folded
+
+
+@pytest.mark.parametrize("path", chapters(), ids=lambda p: p.stem)
+def test_every_stored_output_comes_from_a_run_cell(path):
+    """nbval refuses a code cell that holds outputs but no execution count ("unrun reference cell")."""
+    nb = nbformat.read(path, as_version=4)
+    unrun = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.outputs and c.execution_count is None]
+    assert not unrun, f"cells {unrun} hold outputs but were never executed: re-execute the chapter"
 
 
 @pytest.mark.parametrize("path", chapters(), ids=lambda p: p.stem)
