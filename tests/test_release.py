@@ -30,7 +30,6 @@ from test_notebooks import ROOT
 
 GRADED = [p for p in chapters() if release.graded_cells(nbformat.read(p, as_version=4))]
 AUTOGRADED = ["02_svd_layers", "05_sparsity", "07_ablations", "08_resnet20_cifar10", "09_results_vs_paper"]
-STUB = re.compile(r"^([ \t]*)# YOUR CODE HERE\n[ \t]*raise NotImplementedError\(\)\n?", re.M)
 SOLUTION = re.compile(r"^([ \t]*)### BEGIN SOLUTION\n(.*?)^[ \t]*### END SOLUTION[ \t]*\n?", re.M | re.S)
 
 
@@ -49,9 +48,9 @@ def exercises(nb):
 
 
 def with_body(source: str, body: str) -> str:
-    """`source` (an answer cell, instructor's or student's) with its answer replaced by `body`."""
+    """`source` (an instructor's answer cell) with its solution region replaced by `body`."""
     indent = lambda m: "".join(m.group(1) + line + "\n" for line in body.splitlines())
-    replaced = SOLUTION.sub(indent, source) if "### BEGIN SOLUTION" in source else STUB.sub(indent, source)
+    replaced = SOLUTION.sub(indent, source)
     assert replaced != source
     return replaced
 
@@ -64,11 +63,6 @@ def edited(source: str, wrong) -> str:
     old, new = wrong
     assert old in source, old
     return source.replace(old, new)
-
-
-def instructor_answer(cell) -> str:
-    m = SOLUTION.search(cell.source)
-    return "".join(line[len(m.group(1)):] + "\n" for line in m.group(2).splitlines())
 
 
 # Plausible wrong answers to each exercise: every one must fail its graded cell.
