@@ -38,6 +38,16 @@ def test_verdicts_follow_the_interval_and_the_size():
     assert clear["a"]["met_by"] == ["dprp 94%"] and "97.50% interval from" in clear["a"]["points"]["dprp 94%"]
 
 
+def test_the_header_names_each_run_that_trained_in_another_precision():
+    def r(variant, amps):
+        return {"variant": variant, "seeds": list(range(len(amps))), "amps": amps}
+    assert R.precision_label([r("dense", ["bf16", "bf16"]), r("dprp 94%", ["bf16"])]) == "bf16 autocast"
+    assert R.precision_label([r("dense", ["off"])]) == "float32"
+    mixed = R.precision_label([r("dense", ["bf16", "bf16", "off"]), r("dprp 94%", ["bf16", "bf16", "off"])])
+    assert mixed == "bf16 autocast (dense seed 2 in float32; dprp 94% seed 2 in float32)"
+    assert R.precision_label([r("dense", ["off", "off", "bf16"])]) == "float32 (dense seed 2 in bf16 autocast)"
+
+
 def test_section_markers_are_replaced_and_required(tmp_path):
     start, end = R.markers("recipe")
     text = f"before\n{start}\nold\n{end}\nafter\n"

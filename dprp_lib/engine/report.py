@@ -64,7 +64,7 @@ def full_data_rows(results=None, dataset=None, mode: str = "full", chapter: str 
             "deltas": deltas, "interval": mean_interval(deltas),
             "deployed_fraction": r["deployed_fraction"], "macs_fraction": r["macs_fraction"],
             "time_fraction": time_ratio(r, dense) if dense else None,
-            "dataset": r["dataset"], "device": r["device"], "amp": r["amp"],
+            "dataset": r["dataset"], "device": r["device"], "amp": r["amp"], "amps": r["amps"],
             "epochs": r["epochs"], "train_images": r["train_images"], "test_images": r["test_images"],
             "runs": r["runs"],
         })
@@ -266,13 +266,24 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def precision_label(rows: list[dict]) -> str:
+    """The arithmetic the rows' runs trained in: one name when all agree, else the most common one
+    and the runs that differ (a run keeps the precision of the machine that started it)."""
+    name = {"bf16": "bf16 autocast", "off": "float32"}
+    runs = [(r["variant"], seed, name.get(amp, str(amp))) for r in rows for seed, amp in zip(r["seeds"], r["amps"])]
+    labels = [label for *_, label in runs]
+    common = max(dict.fromkeys(labels), key=labels.count)
+    others = [f"{v} seed {s} in {label}" for v, s, label in runs if label != common]
+    return common + (f" ({'; '.join(others)})" if others else "")
+
+
 def markdown(report: dict) -> str:
     """The table, the targets and the missing runs, as markdown (README and results/full-data.md)."""
     rows = report["rows"]
     total = sum(len(r["seeds"]) for r in rows)
     head = (f"{report['dataset'] or 'CIFAR-10'}, ResNet-20, {rows[0]['epochs']} epochs on "
             f"{rows[0]['train_images']:,} training images (5,000 held out for validation), "
-            f"{rows[0]['test_images']:,} test images, {'bf16 autocast' if rows[0]['amp'] == 'bf16' else 'float32'}, "
+            f"{rows[0]['test_images']:,} test images, {precision_label(rows)}, "
             f"device: {rows[0]['device']}. " if rows else "")
     on_gpu = any("cpu" not in str(r["device"]).lower() for r in rows)
     clocks = ("runs sharing one GPU for part of their time" if on_gpu else
