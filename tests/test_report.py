@@ -166,3 +166,34 @@ def test_jpeg_cost_pairs_each_lossless_run_with_its_jpeg_twin(tmp_path):
     assert {"resnet20 dense | seed 2 (lossless)", "resnet20 dprp 94% | seed 0 (JPEG twin)"} <= set(cost["missing"])
     # In the committed results every JPEG twin is there: the twins are the full-data set's runs.
     assert not [m for m in R.jpeg_cost()["missing"] if m.endswith("(JPEG twin)")]
+
+
+def test_the_lossless_table_pairs_validation_as_well_as_test_accuracy(tmp_path):
+    """Fake finished runs of the paper-length set: validation changes are paired per seed like test ones."""
+    import dataclasses
+    import json
+
+    from dprp_lib.engine import experiments as E
+
+    configs = E.grid("paper-length", "paper")
+    summaries = {"resnet20 dense | seed 0": (0.93, 0.92), "resnet20 dense | seed 1": (0.94, 0.93),
+                 "resnet20 dprp 94% | seed 0": (0.925, 0.90), "resnet20 dprp 94% | seed 1": (0.93, 0.94)}
+    for name, (val, test) in summaries.items():
+        config = dataclasses.replace(configs[name], amp=True)
+        folder = tmp_path / E.config_key(config)
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config.to_dict()))
+        (folder / "metrics.jsonl").write_text("")
+        (folder / "summary.json").write_text(json.dumps({
+            "val_acc": val, "test_acc": test, "deployed_fraction": 1.0 if "dense" in name else 0.9,
+            "macs_fraction": 1.0, "total_rank": 1, "time": 10.0, "dataset": "lossless", "train_images": 45_000,
+            "test_images": 1_000, "device": "cpu", "amp": "bf16", "compile": False, "deployed_params": 1,
+            "dense_params": 1}))
+    report = R.full_data_rows(tmp_path, None, "paper", "paper-length")
+    dprp = next(r for r in report["rows"] if r["variant"] == "dprp 94%")
+    assert dprp["val_deltas"] == pytest.approx([-0.5, -1.0]) and dprp["deltas"] == pytest.approx([-2.0, 1.0])
+    assert dprp["val_interval"] == pytest.approx(S.mean_interval([-0.5, -1.0]))
+    shown = {r["variant"]: r for r in R.display_rows(report, validation=True)}
+    assert shown["dprp 94%"]["Δ val (points)"] == "-0.75" and shown["dprp 94%"]["Δ test (points)"] == "-0.50"
+    assert shown["dense"]["val acc %"] == "93.50 ± 0.71" and shown["dense"]["Δ val (points)"] == "—"
+    assert "val acc %" not in R.display_rows(report)[0]  # the JPEG set's tables keep their columns

@@ -53,7 +53,9 @@ def full_data_rows(results=None, dataset=None, mode: str = "full", chapter: str 
     rows = []
     for r in table["rows"]:
         deltas = accuracy_change(r, dense) if dense and r is not dense else []
+        val_deltas = accuracy_change(r, dense, "val_acc") if dense and r is not dense and "val_acc" in r and "val_acc" in dense else []
         acc = [100 * a for a in r["test_acc_values"]]
+        val = [100 * a for a in r.get("val_acc_values", [])]
         rows.append({
             "variant": r["variant"].removeprefix("resnet20 "),
             "method": r["method"],
@@ -61,7 +63,9 @@ def full_data_rows(results=None, dataset=None, mode: str = "full", chapter: str 
             "test_acc": statistics.fmean(acc), "test_acc_std": statistics.stdev(acc) if len(acc) > 1 else None,
             "test_acc_values": r["test_acc_values"],  # per seed, fractions as `collect` gives them
             "val_acc": 100 * r["val_acc"] if "val_acc" in r else None,
+            "val_acc_std": statistics.stdev(val) if len(val) > 1 else None,
             "deltas": deltas, "interval": mean_interval(deltas),
+            "val_deltas": val_deltas, "val_interval": mean_interval(val_deltas),
             "deployed_fraction": r["deployed_fraction"], "macs_fraction": r["macs_fraction"],
             "time_fraction": time_ratio(r, dense) if dense else None,
             "dataset": r["dataset"], "device": r["device"], "amp": r["amp"], "amps": r["amps"],
@@ -77,19 +81,23 @@ def full_data_rows(results=None, dataset=None, mode: str = "full", chapter: str 
     return {"rows": sorted(rows, key=order), "missing": table["missing"], "dataset": label, "mode": mode}
 
 
-def display_rows(report: dict) -> list[dict]:
-    """The rows as strings: what chapters print and the README shows."""
+def display_rows(report: dict, validation: bool = False) -> list[dict]:
+    """The rows as strings: what chapters print and the README shows. `validation`: the
+    validation images' accuracy and paired change too (5,000 images: where the test images are
+    only 1,000, the better-powered read of the same runs)."""
     out = []
     for r in report["rows"]:
         n = len(r["seeds"])
-        delta = statistics.fmean(r["deltas"]) if r["deltas"] else None
-        ci = r["interval"]
+        row = {"variant": r["variant"], "seeds": f"{n}" if n == r["planned_seeds"] else f"{n} of {r['planned_seeds']}"}
+        reads = (("val", "val_acc", "val_deltas", "val_interval"),) if validation else ()
+        for label, acc, deltas, interval in reads + (("test", "test_acc", "deltas", "interval"),):
+            sd, delta, ci = r[f"{acc}_std"], statistics.fmean(r[deltas]) if r[deltas] else None, r[interval]
+            row.update({
+                f"{label} acc %": "—" if r[acc] is None else f"{r[acc]:.2f}" + (f" ± {sd:.2f}" if sd is not None else ""),
+                f"Δ {label} (points)" if validation else "Δ vs dense (points)": "—" if delta is None else f"{delta:+.2f}",
+                f"{label} 95% interval" if validation else "95% interval": f"[{ci[1]:+.2f}, {ci[2]:+.2f}]" if ci else "—"})
         out.append({
-            "variant": r["variant"],
-            "seeds": f"{n}" if n == r["planned_seeds"] else f"{n} of {r['planned_seeds']}",
-            "test acc %": f"{r['test_acc']:.2f}" + (f" ± {r['test_acc_std']:.2f}" if r["test_acc_std"] is not None else ""),
-            "Δ vs dense (points)": "—" if delta is None else f"{delta:+.2f}",
-            "95% interval": f"[{ci[1]:+.2f}, {ci[2]:+.2f}]" if ci else "—",
+            **row,
             "deployed/dense": f"{r['deployed_fraction']:.1%}",
             "MACs/dense": f"{r['macs_fraction']:.1%}",
             "time/dense": f"{r['time_fraction']:.2f}" if r["time_fraction"] else "—",
@@ -277,7 +285,7 @@ def precision_label(rows: list[dict]) -> str:
     return common + (f" ({'; '.join(others)})" if others else "")
 
 
-def markdown(report: dict) -> str:
+def markdown(report: dict, validation: bool = False) -> str:
     """The table, the targets and the missing runs, as markdown (README and results/full-data.md)."""
     rows = report["rows"]
     total = sum(len(r["seeds"]) for r in rows)
@@ -292,7 +300,7 @@ def markdown(report: dict) -> str:
             "Accuracy changes are in "
             "percentage points, per seed against the dense run of the same seed. Training time is each run's "
             f"wall clock ({clocks}), likewise against the same seed's dense run: a rough ratio only; "
-            "`benchmarks/speed.py` measures training speed under control.", "", markdown_table(display_rows(report)), ""]
+            "`benchmarks/speed.py` measures training speed under control.", "", markdown_table(display_rows(report, validation)), ""]
     for v in target_verdicts(report).values():
         text.append(f"- {v['text']}: **{v['status']}**" + (f" (by {', '.join(v['met_by'])})" if v["met_by"] else ""))
         text += [f"  - {line}" for line in verdict_lines(v)]
@@ -445,7 +453,7 @@ def parity_markdown(results=None, dataset=None) -> str:
 SECTIONS = {"table": lambda results, dataset: markdown(full_data_rows(results, dataset)),
             "paper-length table": lambda results, dataset: markdown(full_data_rows(results, dataset, "paper")),
             "lossless paper-length table": lambda results, dataset: (
-                markdown(full_data_rows(results, None, "paper", "paper-length")) + "\n" + progress_markdown("paper-length", results)),
+                markdown(full_data_rows(results, None, "paper", "paper-length"), validation=True) + "\n" + progress_markdown("paper-length", results)),
             "recipe": recipe_markdown, "calibration": calibration_markdown, "parity": parity_markdown}
 
 
