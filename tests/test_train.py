@@ -142,8 +142,12 @@ def test_a_committed_checkpoint_resumes_elsewhere_through_the_launcher(reference
     cfg.out_dir = str(tmp_path / "campaign" / E.config_key(cfg))
     interrupt_after_first_epoch(cfg)
     assert L.snapshot({"tiny": cfg}, tmp_path / "campaign", tmp_path / "clone", log=None) == [E.config_key(cfg)]
-    shutil.rmtree(tmp_path / "campaign")  # the first machine is gone
     clone = tmp_path / "clone" / E.config_key(cfg)
+    committed = {**json.loads((clone / "config.json").read_text()), "out_dir": f"results/runs/{clone.name}"}
+    (clone / "config.json").write_text(json.dumps(committed))
+    L.snapshot({"tiny": cfg}, tmp_path / "campaign", tmp_path / "clone", log=None)  # a later snapshot ...
+    assert json.loads((clone / "config.json").read_text()) == committed  # ... keeps the committed config
+    shutil.rmtree(tmp_path / "campaign")  # the first machine is gone
     assert sorted(p.name for p in clone.iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl"]
     assert L.launch({"tiny": cfg}, tmp_path / "clone", parallel=1, threads=torch.get_num_threads(),
                     log=lambda line: None) == {"tiny": 0}

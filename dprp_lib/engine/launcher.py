@@ -95,7 +95,8 @@ def snapshot(configs: dict[str, TrainConfig], source, dest, log=print) -> list[s
         out.mkdir(parents=True, exist_ok=True)
         ckpt = load_checkpoint(ckpt_path)  # read once: the campaign may replace the file meanwhile
         save_checkpoint(out / runs.CHECKPOINT, **ckpt)
-        write_text_atomic(out / runs.CONFIG, (folder / runs.CONFIG).read_text())
+        if not (out / runs.CONFIG).is_file():  # the same run's config: keep the committed one (its out_dir)
+            write_text_atomic(out / runs.CONFIG, (folder / runs.CONFIG).read_text())
         write_text_atomic(out / runs.METRICS, "".join(json.dumps(r) + "\n" for r in ckpt["history"]))
         finished = (folder / runs.SUMMARY).is_file() and len(ckpt["history"]) == config.epochs + config.finetune_epochs
         if finished:
