@@ -143,10 +143,9 @@ def test_a_committed_checkpoint_resumes_elsewhere_through_the_launcher(reference
     interrupt_after_first_epoch(cfg)
     assert L.snapshot({"tiny": cfg}, tmp_path / "campaign", tmp_path / "clone", log=None) == [E.config_key(cfg)]
     clone = tmp_path / "clone" / E.config_key(cfg)
-    committed = {**json.loads((clone / "config.json").read_text()), "out_dir": f"results/runs/{clone.name}"}
-    (clone / "config.json").write_text(json.dumps(committed))
-    L.snapshot({"tiny": cfg}, tmp_path / "campaign", tmp_path / "clone", log=None)  # a later snapshot ...
-    assert json.loads((clone / "config.json").read_text()) == committed  # ... keeps the committed config
+    campaign = json.loads(Path(cfg.out_dir, "config.json").read_text())
+    # the copy's config is the campaign's, recording where the copy lives, not the campaign's folder
+    assert json.loads((clone / "config.json").read_text()) == {**campaign, "out_dir": str(clone)}
     shutil.rmtree(tmp_path / "campaign")  # the first machine is gone
     assert sorted(p.name for p in clone.iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl"]
     assert L.launch({"tiny": cfg}, tmp_path / "clone", parallel=1, threads=torch.get_num_threads(),

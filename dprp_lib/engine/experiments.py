@@ -303,7 +303,7 @@ def collect(chapter: str, mode: str, results=None, dataset: str | None = None, s
                    epochs=first.config.epochs + first.config.finetune_epochs,  # fine-tuning included
                    train_images=first.summary["train_images"],
                    test_images=first.summary["test_images"], device=first.summary["device"],
-                   amp=first.summary["amp"], compile=first.summary["compile"],
+                   compile=first.summary["compile"],
                    amps=[r.summary["amp"] for r in group],  # per seed: a campaign may change machines
                    deployed_params=[r.summary["deployed_params"] for r in runs[row["variant"]]],
                    dense_params=first.summary["dense_params"], runs=[r.path.name for r in group])

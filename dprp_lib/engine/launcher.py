@@ -95,9 +95,10 @@ def snapshot(configs: dict[str, TrainConfig], source, dest, log=print) -> list[s
         out.mkdir(parents=True, exist_ok=True)
         ckpt = load_checkpoint(ckpt_path)  # read once: the campaign may replace the file meanwhile
         save_checkpoint(out / runs.CHECKPOINT, **ckpt)
-        if not (out / runs.CONFIG).is_file():  # the same run's config: keep the committed one (its out_dir)
-            write_text_atomic(out / runs.CONFIG, (folder / runs.CONFIG).read_text())
-        write_text_atomic(out / runs.METRICS, "".join(json.dumps(r) + "\n" for r in ckpt["history"]))
+        # config.json records where the copy lives (relative to the checkout, as committed), not the campaign's folder
+        where = out.resolve().relative_to(paths.ROOT) if out.resolve().is_relative_to(paths.ROOT) else out
+        committed = TrainConfig.from_dict(json.loads((folder / runs.CONFIG).read_text()))
+        runs.RunFolder(out).start(dataclasses.replace(committed, out_dir=str(where)), ckpt["history"])
         finished = (folder / runs.SUMMARY).is_file() and len(ckpt["history"]) == config.epochs + config.finetune_epochs
         if finished:
             write_text_atomic(out / runs.SUMMARY, (folder / runs.SUMMARY).read_text())

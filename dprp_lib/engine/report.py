@@ -68,7 +68,7 @@ def full_data_rows(results=None, dataset=None, mode: str = "full", chapter: str 
             "val_deltas": val_deltas, "val_interval": mean_interval(val_deltas),
             "deployed_fraction": r["deployed_fraction"], "macs_fraction": r["macs_fraction"],
             "time_fraction": time_ratio(r, dense) if dense else None,
-            "dataset": r["dataset"], "device": r["device"], "amp": r["amp"], "amps": r["amps"],
+            "dataset": r["dataset"], "device": r["device"], "amps": r["amps"],
             "epochs": r["epochs"], "train_images": r["train_images"], "test_images": r["test_images"],
             "runs": r["runs"],
         })
