@@ -19,6 +19,8 @@ export DPRP_CIFAR10_LOSSLESS ?= $(LOSSLESS)
 endif
 export MPLBACKEND ?= Agg
 MODE ?= auto
+# pytest-xdist workers for `make test` (each gets its share of the cores); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 LAB_ARGS ?=
 # JupyterLab refuses to start as root (a container, a root shell) unless told it may.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -48,7 +50,7 @@ course: setup
 	$(BIN)/dprp course --mode $(MODE) --out build
 
 test: setup browser
-	$(BIN)/python -m pytest --durations=30 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=30 $(PYTEST_ARGS)
 
 release: setup
 	$(BIN)/dprp release --out release

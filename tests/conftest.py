@@ -1,12 +1,19 @@
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from dprp_lib import paths
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# `make test` runs the suite in 2 pytest-xdist workers: each gets its share of the cores, and so do the
+# processes it starts (chapter kernels, launched runs), since more threads than cores slow torch several fold.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+torch.set_num_threads(THREADS)
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 # A developer runs the fast part with  make test PYTEST_ARGS='-m "not slow and not notebook and not browser"'
 MARKERS = {
@@ -20,6 +27,10 @@ NOTEBOOK_MODULES = {"test_notebooks.py", "test_release.py"}
 SESSION_START = time.time()
 RUNS_BEFORE = set(paths.SCRATCH.glob("*")) if paths.SCRATCH.is_dir() else set()
 AFTER_NBVAL = "test_chapter_claims_hold_on_the_committed_quick_runs"
+# The work units that take longest on 2 cores (--durations), sent to the workers first so that
+# none is left running a long one alone at the end; the rest follow in the order collected.
+LONGEST_FIRST = ("tests/test_browser.py", "tests/test_train.py", "tests/test_release.py", "chapter-05", "chapter-06",
+                 "tests/test_experiments.py", "tests/test_cli.py", "chapter-04", "chapter-02", "chapter-03")
 
 
 def pytest_configure(config):
@@ -34,6 +45,35 @@ def pytest_collection_modifyitems(items):
         if item.path.name == "test_browser.py":
             item.add_marker(pytest.mark.browser)
     items[:] = [i for i in items if AFTER_NBVAL not in i.nodeid] + [i for i in items if AFTER_NBVAL in i.nodeid]
+    rank = {unit: n for n, unit in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda i: rank.get(work_unit(i.nodeid), len(rank)))  # stable: each unit keeps its order
+
+
+def work_unit(nodeid: str) -> str:
+    """What one xdist worker runs in a row: a test module (its module fixtures are built once),
+    except that all of a chapter's execution goes together, in the order collected: its smoke run
+    and its solutions', nbval of both, then the claims that read what nbval's execution wrote."""
+    path, _, rest = nodeid.partition("::")
+    if path.startswith("notebooks/"):
+        return "chapter-" + Path(path).name[:2]
+    param = rest.partition("[")[2]
+    if path.endswith("test_notebooks.py") and param[:2].isdigit() and param[2:3] == "_":
+        return "chapter-" + param[:2]
+    return path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs 2 workers; each is sent whole work units (see work_unit) in the order collected."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # its default sorts the units by their number of tests
+
+    class ByWorkUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return work_unit(nodeid)
+
+    return ByWorkUnit(config, log)
 
 
 def metrics_from_this_session(chapter: str) -> dict | None:
