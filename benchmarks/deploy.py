@@ -6,10 +6,10 @@ one process (nothing else should run on the machine meanwhile):
     folded, channels_last, factored layers in the form measured fastest at that batch size:
     dense, two stages, or two stages with the rank padded to a multiple of 8);
   - each row of the tables is a runtime and a deployment (`ROWS`): forms timed in the runtime
-    that runs them (torch eager, ONNX Runtime; torch.compile reuses the eager forms), the same
-    with whole stages turned dense where the whole model runs faster (`check_stages`: the
-    deployment for latency), and for comparison ONNX Runtime with the eager forms and both
-    runtimes with the counted forms (fewer multiply-accumulates, as `compact()`); every ratio
+    that runs them (torch eager, torch.compile, ONNX Runtime), the same with whole stages turned
+    dense where the whole model runs faster (`check_stages`: the deployment for latency), and for
+    comparison torch.compile and ONNX Runtime with the eager forms and eager and ONNX Runtime with
+    the counted forms (fewer multiply-accumulates, as `compact()`); every ratio
     compares the two models in the same runtime, layout and batch size, timed in turns;
   - the best deployment found for each size and batch, against dense in its fastest runtime;
   - a layer-by-layer table for each runtime that chooses forms (the ~50% model, largest batch):
@@ -43,14 +43,19 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGETS = (0.75, 0.5, 0.3)
 # table row: (runtime that runs the model, deployment: how its forms were chosen)
 ROWS = {"eager": ("eager", "eager"), "eager_stage_checked": ("eager", "eager stage-checked"),
-        "eager_counted_forms": ("eager", "count"), "compiled": ("compiled", "eager"),
+        "eager_counted_forms": ("eager", "count"),
+        "compiled": ("compiled", "compiled"), "compiled_stage_checked": ("compiled", "compiled stage-checked"),
+        "compiled_eager_forms": ("compiled", "eager"),
         "onnxruntime": ("onnxruntime", "onnxruntime"),
         "onnxruntime_stage_checked": ("onnxruntime", "onnxruntime stage-checked"),
         "onnxruntime_eager_forms": ("onnxruntime", "eager"), "onnxruntime_counted_forms": ("onnxruntime", "count")}
 DEPLOYMENTS = {"eager": {}, "eager stage-checked": {"check_stages": True}, "count": {"forms": "count"},
+               "compiled": {"runtime": "compiled"},
+               "compiled stage-checked": {"runtime": "compiled", "check_stages": True},
                "onnxruntime": {"runtime": "onnxruntime"},
                "onnxruntime stage-checked": {"runtime": "onnxruntime", "check_stages": True}}
-COMPARISONS = ("eager_counted_forms", "onnxruntime_eager_forms", "onnxruntime_counted_forms")  # not deployments to pick
+COMPARISONS = ("eager_counted_forms", "compiled_eager_forms", "onnxruntime_eager_forms",
+               "onnxruntime_counted_forms")  # not deployments to pick
 GOAL_SIZE, GOALS = 0.5, {"256": 1.3, "1": 1.1}  # batch: speed-up over dense in its fastest runtime
 
 

@@ -94,6 +94,13 @@ def cmd_export(args) -> int:
         formats = ", ".join(EXPORT_FORMATS)
         print(f"error: cannot export to {out}: the format comes from the suffix, one of {formats}", file=sys.stderr)
         return 2
+    # Forms are timed in the runtime that will run the file: ONNX Runtime for .onnx; a .pt2 runs
+    # in torch, eager unless the user says they will torch.compile it.
+    runtime = args.runtime or ("onnxruntime" if out.suffix == ".onnx" else "eager")
+    if (runtime == "onnxruntime") != (out.suffix == ".onnx"):
+        runs_in = "ONNX Runtime (--runtime onnxruntime)" if out.suffix == ".onnx" else "torch (--runtime eager or compiled)"
+        print(f"error: --runtime {runtime} cannot run {out}: a {out.suffix} file runs in {runs_in}", file=sys.stderr)
+        return 2
     try:
         run = open_run(args.run)
         model = run.model().eval()
@@ -103,8 +110,6 @@ def cmd_export(args) -> int:
     channels = 1 if run.config.dataset == "fashion-mnist" else 3
     size = 28 if channels == 1 else 32
     example = torch.zeros(args.tune_batch, channels, size, size)
-    # Forms are timed in the runtime that will run the file.
-    runtime = "onnxruntime" if out.suffix == ".onnx" else "eager"
     small = deploy(model, example, forms=args.forms, runtime=runtime, check_stages=args.check_stages)
     export(small, out, example[:2])
     load = "torch.export.load(path).module()" if out.suffix == ".pt2" else "onnxruntime.InferenceSession(path)"
@@ -204,6 +209,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="each layer's form: the fastest one timed here in the file's runtime (ONNX Runtime for .onnx, "
                         "torch for .pt2; default), or the one with fewer weights")
     p.add_argument("--tune-batch", type=int, default=64, help="the batch size the forms are timed at")
+    p.add_argument("--runtime", choices=["eager", "compiled", "onnxruntime"], default=None,
+                   help="where the forms are timed: the runtime that will run the file (default: onnxruntime for .onnx, "
+                        "eager for .pt2; compiled for a .pt2 that will be run through torch.compile)")
     p.add_argument("--check-stages", action="store_true",
                    help="then time the whole model with whole stages turned dense and keep what is faster, "
                         "dense unless a factored model beats it (for latency: with --tune-batch 1)")

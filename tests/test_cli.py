@@ -73,6 +73,10 @@ def test_cli_errors_are_one_line_messages(tmp_path, capsys):
         assert bad in err and "checkpoint" in err and "\n" not in err.strip()
     assert cli.main(["export", str(tmp_path / "foreign.pt"), "-o", str(tmp_path / "m.tflite")]) == 2
     assert ".onnx" in capsys.readouterr().err
+    for file, runtime in (("m.onnx", "compiled"), ("m.pt2", "onnxruntime")):  # a runtime that cannot run the file
+        assert cli.main(["export", str(tmp_path / "foreign.pt"), "-o", str(tmp_path / file), "--runtime", runtime]) == 2
+        err = capsys.readouterr().err
+        assert file in err and runtime in err
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -94,6 +98,13 @@ def test_one_dprp_command_with_every_subcommand(capsys):
     assert "| dense |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["compact", "run"])  # the old name is gone: one name for each thing
+    from dprp_lib.method.deployment import RUNTIMES
+
+    export = cli._parser().parse_args(["export", "run", "-o", "m.pt2", "--runtime", "compiled"])
+    assert export.runtime == "compiled"
+    (runtime,) = [a for a in cli._parser()._subparsers._group_actions[0].choices["export"]._actions
+                  if a.dest == "runtime"]
+    assert tuple(runtime.choices) == RUNTIMES  # the command offers every runtime deploy() times in
 
 
 @pytest.mark.slow

@@ -210,6 +210,30 @@ def test_forms_are_timed_in_onnx_runtime_for_an_onnx_export_and_saved_beside_it(
         deploy(model, x, runtime="tensorrt")
 
 
+@pytest.mark.slow
+def test_forms_are_timed_compiled_for_torch_compile_each_form_compiled_for_itself():
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    model = dprp.svdify(dprp.models.build_model("small_cnn"))
+    for _, layer in dprp.svd_layers(model):
+        layer.truncate(max(1, layer.max_rank // 3))
+    model.eval()
+    x = torch.randn(4, 1, 28, 28)
+    counters.clear()
+    small = deploy(model, x, runtime="compiled")
+    info = small.deployment
+    assert info["runtime"] == "compiled" and set(info["seconds"]) == {n for n, l in dprp.svd_layers(model)
+                                                                      if l.factored_is_cheaper}
+    assert all(info["forms"][n] == min(t, key=t.get) for n, t in info["seconds"].items())
+    # every timed form was compiled into a graph of its own: none ran eager after dynamo's
+    # recompile limit (the forms share their forward code), more than 8 here
+    timed = sum(len(t) for t in info["seconds"].values())
+    assert timed > 8 and counters["stats"]["unique_graphs"] == timed
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(small)(x), model(x), rtol=1e-4, atol=1e-4)
+
+
 def _fake_whole_model_time(monkeypatch, cost):
     """stage_checked_forms times whole models: make a model's time `cost(forms)`, no clock."""
     from dprp_lib.method import deployment as D

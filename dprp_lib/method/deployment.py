@@ -32,7 +32,7 @@ def deploy(model: nn.Module, example: torch.Tensor, forms: str = "measured", fol
     """A plain-torch inference copy of `model` (factored or not), for inputs shaped like `example`.
 
     `forms`: "measured" times each factored layer's deployed forms on this machine at the
-    example's batch size in `runtime` ("eager" or "onnxruntime": `deployed_forms`); "count" takes
+    example's batch size in `runtime` ("eager", "compiled" or "onnxruntime": `deployed_forms`); "count" takes
     the form with fewer weights (as `compact`). `check_stages` (with "measured") then times the
     whole deployed model and keeps a stage's layers dense where that makes it faster
     (`stage_checked_forms`: for latency, at batch 1). The choice and its timings are kept on the
@@ -101,7 +101,7 @@ def stage_checked_forms(model: nn.Module, chosen: dict[str, str], example: torch
         calls = {}
         for label, forms in candidates.items():
             small = _plain(model, forms, fold_batchnorm, channels_last)
-            calls[label] = _onnxruntime_call(small, example) if runtime == "onnxruntime" else (lambda m=small: m(example))
+            calls[label] = runtime_call(small, example, runtime)
         times = interleaved_times(calls, rounds=rounds)
     if seconds is not None:
         seconds.update(times)
@@ -109,15 +109,14 @@ def stage_checked_forms(model: nn.Module, chosen: dict[str, str], example: torch
     return candidates[best] if times[best] < (1 - margin) * times["every layer dense"] else all_dense
 
 
-RUNTIMES = ("eager", "onnxruntime")  # where a deployed model's layer forms are timed
+RUNTIMES = ("eager", "compiled", "onnxruntime")  # where a deployed model's layer forms are timed
 
 
 def deployed_forms(model: nn.Module, example: torch.Tensor, runtime: str = "eager", repeats: int = 5,
                    timings: dict | None = None) -> dict[str, str]:
     """The fastest deployed form of each factored layer at its input shape on `example`, timed
     as the plain modules an inference runs (eval, no gradients, the example's layout) in
-    `runtime`: "eager" (torch) or "onnxruntime" (each form exported alone and run in ONNX
-    Runtime, with as many threads as torch uses here).
+    `runtime` (see `runtime_call`): "eager" (torch), "compiled" (torch.compile) or "onnxruntime".
 
     Layers at or above their break-even rank stay dense without timing (two stages would do
     more work); "padded" is timed only where it adds directions. `timings`, when given,
@@ -140,12 +139,29 @@ def deployed_forms(model: nn.Module, example: torch.Tensor, runtime: str = "eage
                 module = _deployed_form(layer, form).eval()
                 if x.dim() == 4:
                     module = module.to(memory_format=layout)
-                call = _onnxruntime_call(module, x) if runtime == "onnxruntime" else (lambda m=module: m(x))
+                call = runtime_call(module, x, runtime)
                 seconds[form] = _median_time(call, repeats)
             chosen[name] = min(seconds, key=seconds.get)
             if timings is not None:
                 timings[name] = seconds
     return chosen
+
+
+def runtime_call(module: nn.Module, x: torch.Tensor, runtime: str):
+    """A no-argument function that runs `module` on `x` in `runtime`: "eager" (torch as is),
+    "compiled" (torch.compile for this shape, compiled on the first call, which timing discards
+    as its warm-up; it resets dynamo's cache, so functions compiled earlier compile again on their
+    next call) or "onnxruntime" (exported alone, with as many threads as torch)."""
+    if runtime == "onnxruntime":
+        return _onnxruntime_call(module, x)
+    if runtime == "compiled":
+        # From an empty dynamo cache: the forms share their forward code, and after 8 shapes dynamo
+        # stops compiling and runs eager; nor are earlier guards checked on every timed call.
+        torch._dynamo.reset()
+        module = torch.compile(module, dynamic=False)
+    elif runtime != "eager":
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    return lambda: module(x)
 
 
 def _onnxruntime_call(module: nn.Module, x: torch.Tensor):
