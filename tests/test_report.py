@@ -164,6 +164,12 @@ def test_jpeg_cost_pairs_each_lossless_run_with_its_jpeg_twin(tmp_path):
     assert dense["encoding_0_999"]["values"] == pytest.approx([2.0, 2.0])
     assert cost["paired"]["resnet20 dprp 94%"]["val"]["values"] == []
     assert {"resnet20 dense | seed 2 (lossless)", "resnet20 dprp 94% | seed 0 (JPEG twin)"} <= set(cost["missing"])
+    rows = {r["variant"]: r for r in R.jpeg_cost_rows(cost)}
+    val = R.JPEG_COST_READINGS["val"]
+    assert rows["dense"]["seeds"] == 2 and rows["dense"][val].startswith("+3.50 [") and rows["dense"][val].endswith("(+3.00, +4.00)")
+    assert rows["dprp 94%"]["seeds"] == 0 and rows["dprp 94%"][val] == "—"
+    page = R.with_sections("\n".join(R.markers("jpeg cost")), tmp_path)
+    assert "+3.50 [" in page and "dense | seed 2 (lossless)" in page
     # In the committed results every JPEG twin is there: the twins are the full-data set's runs.
     assert not [m for m in R.jpeg_cost()["missing"] if m.endswith("(JPEG twin)")]
 

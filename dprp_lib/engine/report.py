@@ -394,6 +394,38 @@ def jpeg_cost(results=None) -> dict:
     return {"rows": rows, "paired": paired, "missing": missing}
 
 
+JPEG_COST_READINGS = {"val": "validation, each on its own encoding", "jpeg_test": "mirror test 10,000 (both JPEG)",
+                      "encoding_0_999": "test 0-999: official - mirror copy (lossless model)"}
+
+
+def jpeg_cost_rows(cost: dict) -> list[dict]:
+    """`jpeg_cost` as strings, one row a variant: each reading's mean change (lossless - JPEG, points)
+    with its 95% interval and the per-seed values."""
+    out = []
+    for variant, readings in cost["paired"].items():
+        row = {"variant": variant.removeprefix("resnet20 "), "seeds": len(readings["val"]["values"])}
+        for key, label in JPEG_COST_READINGS.items():
+            r = readings[key]
+            interval = r["interval"]
+            row[label] = ("—" if r["mean"] is None else f"{r['mean']:+.2f}" +
+                          (f" [{interval[1]:+.2f}, {interval[2]:+.2f}]" if interval else "") +
+                          " (" + ", ".join(f"{v:+.2f}" for v in r["values"]) + ")")
+        out.append(row)
+    return out
+
+
+def jpeg_cost_markdown(results=None, dataset=None) -> str:
+    """What the JPEG copy costs (`jpeg_cost`), and how far the lossless 30-epoch runs have come."""
+    cost = jpeg_cost(results)
+    text = ["What the JPEG mirror costs, measured: each 30-epoch run on the lossless training images against "
+            "its JPEG twin (the full-data run of the same variant and seed: same recipe, data order and "
+            "validation images). Changes in points, lossless minus JPEG: mean [95% interval] (per seed).", "",
+            markdown_table(jpeg_cost_rows(cost)) if cost["rows"] else "_no lossless run of the set has finished yet_"]
+    if cost["missing"]:
+        text += ["", f"Missing ({len(cost['missing'])}): " + ", ".join(m.removeprefix("resnet20 ") for m in cost["missing"]) + "."]
+    return "\n".join(text) + "\n\n" + progress_markdown("jpeg-cost", results)
+
+
 def _summary_rows(chapter: str, results, dataset, columns) -> list[dict]:
     """One row per run of a small grid (committed or not run yet), with `columns(name, config, run)`."""
     rows = []
@@ -454,6 +486,7 @@ SECTIONS = {"table": lambda results, dataset: markdown(full_data_rows(results, d
             "paper-length table": lambda results, dataset: markdown(full_data_rows(results, dataset, "paper")),
             "lossless paper-length table": lambda results, dataset: (
                 markdown(full_data_rows(results, None, "paper", "paper-length"), validation=True) + "\n" + progress_markdown("paper-length", results)),
+            "jpeg cost": jpeg_cost_markdown,
             "recipe": recipe_markdown, "calibration": calibration_markdown, "parity": parity_markdown}
 
 
