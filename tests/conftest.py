@@ -49,17 +49,23 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda i: rank.get(work_unit(i.nodeid), len(rank)))  # stable: each unit keeps its order
 
 
+# Chapter 09 reads the runs that chapter 08 trains in smoke mode (test_notebooks' module fixture).
+SHARED_UNITS = {"09": "08"}
+
+
 def work_unit(nodeid: str) -> str:
     """What one xdist worker runs in a row: a test module (its module fixtures are built once),
     except that all of a chapter's execution goes together, in the order collected: its smoke run
     and its solutions', nbval of both, then the claims that read what nbval's execution wrote."""
     path, _, rest = nodeid.partition("::")
-    if path.startswith("notebooks/"):
-        return "chapter-" + Path(path).name[:2]
     param = rest.partition("[")[2]
-    if path.endswith("test_notebooks.py") and param[:2].isdigit() and param[2:3] == "_":
-        return "chapter-" + param[:2]
-    return path
+    if path.startswith("notebooks/"):
+        chapter = Path(path).name[:2]
+    elif path.endswith("test_notebooks.py") and param[:2].isdigit() and param[2:3] == "_":
+        chapter = param[:2]
+    else:
+        return path
+    return "chapter-" + SHARED_UNITS.get(chapter, chapter)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -16,6 +16,9 @@ def test_a_chapters_execution_is_one_work_unit():
     )}
     assert unit == {"chapter-05"}
     assert work_unit("notebooks/06_dynamic_rank_pruning.ipynb::Cell 3") == "chapter-06"
+    # chapter 09's smoke run reads the runs that chapter 08's trained, in the same worker
+    assert work_unit("tests/test_notebooks.py::test_chapter_in_smoke_mode[09_results_vs_paper]") == \
+        work_unit("tests/test_notebooks.py::test_chapter_in_smoke_mode[08_resnet20_cifar10]") == "chapter-08"
 
 
 def test_every_other_test_goes_with_its_module():

@@ -145,24 +145,34 @@ def write_book(out: Path, report: list[dict]) -> Path:
     return book
 
 
+def _build_book(book: Path, html_dir: Path, quiet: bool):
+    """What `jupyter-book build` does, with the output and doctrees where this project wants them."""
+    from jupyter_book.sphinx import build_sphinx
+
+    with warnings.catch_warnings():  # the extensions' deprecation notices, not the book's
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return build_sphinx(book, html_dir, noconfig=True, path_config=book / "_config.yml",
+                            confoverrides={"external_toc_path": (book / "_toc.yml").as_posix(),
+                                           "latex_individualpages": False},
+                            doctreedir=book / "_build" / "doctrees", freshenv=True, quiet=quiet)
+
+
 def write_site(out: Path, report: list[dict], quiet: bool = True) -> Path:
     """build/html/: the course site, a Jupyter Book of the executed chapters (nothing is executed
     again): a sidebar table of contents, search, previous/next links, local MathJax. Returns index.html."""
-    from jupyter_book.sphinx import build_sphinx
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     out = Path(out).resolve()
     book = write_book(out, report)
     html_dir = out / "html"
     shutil.rmtree(html_dir, ignore_errors=True)
-    # What `jupyter-book build` does, with the output and doctrees where this project wants them.
-    with warnings.catch_warnings():  # the extensions' deprecation notices, not the book's
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", PendingDeprecationWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        status = build_sphinx(book, html_dir, noconfig=True, path_config=book / "_config.yml",
-                              confoverrides={"external_toc_path": (book / "_toc.yml").as_posix(),
-                                             "latex_individualpages": False},
-                              doctreedir=book / "_build" / "doctrees", freshenv=True, quiet=quiet)
+    # In a fresh process: sphinx-external-toc scans every object the process holds, and a dead weak
+    # proxy left by earlier work in the same process (a test session, a notebook) makes it fail.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+        status = child.submit(_build_book, book, html_dir, quiet).result()
     if status != 0:
         raise RuntimeError(f"the course site did not build (Sphinx: {status!r})")
     return html_dir / "index.html"
