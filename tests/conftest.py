@@ -7,7 +7,7 @@ import torch
 
 from dprp_lib import paths
 
-# `make test` runs the suite in 2 pytest-xdist workers: each gets its share of the cores, and so do the
+# `make test` runs the suite in pytest-xdist workers: each gets its share of the cores, and so do the
 # processes it starts (chapter kernels, launched runs), since more threads than cores slow torch several fold.
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
@@ -70,7 +70,7 @@ def work_unit(nodeid: str) -> str:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """`make test` runs 2 workers; each is sent whole work units (see work_unit) in the order collected."""
+    """Each `make test` worker is sent whole work units (see work_unit) in the order collected."""
     from xdist.scheduler import LoadScopeScheduling
 
     config.option.loadscopereorder = False  # its default sorts the units by their number of tests
