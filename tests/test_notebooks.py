@@ -138,6 +138,11 @@ def claims_08(m):
             gap = {v: r["train_acc"] - r["val_acc"] for v, r in runs.items()}
             assert gap["dense"] > gap["dprp 94%"] > gap["dprp 50%"], seed  # the penalties and cuts narrow the gap ...
             assert runs["dense"]["val_acc"] > runs["dprp 94%"]["val_acc"] > runs["dprp 50%"]["val_acc"], seed  # ... not by generalising better
+    # section 5's reading, from the committed lossless 30-epoch runs against their JPEG twins (every finished seed)
+    for variant, cost in m["jpeg_cost"].items():
+        assert all(3 < v < 5 for v in cost["val"]), variant  # the mirror costs 3-5 points of validation accuracy
+        assert all(v > 10 for v in cost["encoding_0_999"]), variant  # the same test images as JPEG: over 10 points lost
+        assert all(-8 < v < -6 for v in cost["jpeg_test"]), variant  # on JPEG test images the JPEG-trained twin wins
 
 
 def claims_09(m):

@@ -162,6 +162,7 @@ def test_jpeg_cost_pairs_each_lossless_run_with_its_jpeg_twin(tmp_path):
     assert dense["val"]["values"] == pytest.approx([3.0, 4.0]) and dense["val"]["interval"] is not None
     assert dense["jpeg_test"]["values"] == pytest.approx([2.0, 1.0])
     assert dense["encoding_0_999"]["values"] == pytest.approx([2.0, 2.0])
+    assert [r["lossless_test_acc"] for r in cost["rows"]] == pytest.approx([91.0, 91.0])  # official images 0-999
     assert cost["paired"]["resnet20 dprp 94%"]["val"]["values"] == []
     assert {"resnet20 dense | seed 2 (lossless)", "resnet20 dprp 94% | seed 0 (JPEG twin)"} <= set(cost["missing"])
     rows = {r["variant"]: r for r in R.jpeg_cost_rows(cost)}

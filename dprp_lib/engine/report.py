@@ -382,7 +382,7 @@ def jpeg_cost(results=None) -> dict:
                      "jpeg_test": 100 * (a["test:jpeg 10000_acc"] - b["test_acc"]) if "test:jpeg 10000_acc" in a else None,
                      "encoding_0_999": (100 * (a["test_acc"] - a["test:jpeg 0-999_acc"])
                                         if "test:jpeg 0-999_acc" in a else None),
-                     "val_acc": (100 * a["val_acc"], 100 * b["val_acc"])})
+                     "val_acc": (100 * a["val_acc"], 100 * b["val_acc"]), "lossless_test_acc": 100 * a["test_acc"]})
     paired = {}
     for variant in dict.fromkeys(variant_of(n) for n in lossless):
         mine = [r for r in rows if r["variant"] == variant]
