@@ -22,9 +22,10 @@ VARYING = {"time", "epoch_time"}  # wall-clock fields; everything else must repe
 
 
 def small(tmp_path, name="run", **kw) -> TrainConfig:
-    """A real but tiny run: ResNet-20 on 600 images of the CIFAR-10 JPEG mirror."""
+    """A real but tiny run: a half-width ResNet-20 (8/16/32 channels) on 600 images of the CIFAR-10
+    JPEG mirror. These tests check mechanics, not accuracy: the thin network is 26% cheaper a fit."""
     require_mirror()
-    values = dict(method="dprp", model="resnet20", dataset="cifar10-mirror", data_dir=DATA_DIR,
+    values = dict(method="dprp", model="resnet20", width=0.5, dataset="cifar10-mirror", data_dir=DATA_DIR,
                   train_per_class=60, test_per_class=20, epochs=2, batch_size=50, lr=0.05,
                   schedule="constant", sparse=5e-3, energy=0.02, prune_warmup=1, prune_every=1,
                   device="cpu", progress=False, out_dir=str(tmp_path / name))
@@ -68,7 +69,7 @@ def test_a_run_learns_prunes_and_writes_its_files(reference):
     assert summary["dataset"] == "CIFAR-10 (JPEG mirror)" and summary["seed"] == 0
     # strong sparsity: ranks fell, and with them the parameter count
     assert summary["total_rank"] < summary["full_rank"]
-    assert history[-1]["params"] < history[0]["params"] < 303_032 + 10  # below the full-rank count
+    assert history[-1]["params"] < history[0]["params"] < 76_632  # below the full-rank count
     assert json.loads((out / "summary.json").read_text())["test_acc"] == summary["test_acc"]
 
 
@@ -309,7 +310,7 @@ def test_label_smoothing_is_in_the_training_loss():
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["posthoc", "svd-training"])
 def test_one_shot_methods_cut_to_a_deployed_size_then_fine_tune(tmp_path, method):
-    cfg = small(tmp_path, method=method, epochs=2, finetune_epochs=1, cut_to=0.5)
+    cfg = small(tmp_path, method=method, epochs=2, finetune_epochs=1, cut_to=0.5, width=1.0)  # 0.5 of this dense net
     summary = T.fit(cfg)
     history = rows(tmp_path / "run")
     assert [r["phase"] for r in history] == ["train", "train", "finetune"]
