@@ -123,3 +123,23 @@ def _require_data(variable: str, what: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{variable} is not set in CI: run the tests through `make test`")
     pytest.skip(f"{what} is not available (set {variable})")
+
+
+def write_fashion_mnist(folder: Path, train: int, test: int, seed: int = 0):
+    """Fashion-MNIST's four gzipped IDX files in `folder`, with random 28×28 images and labels
+    0–9 in turn; returns the test images (uint8, N×28×28)."""
+    import gzip
+
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for stem, n in (("train", train), ("t10k", test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        for kind, arr in (("images-idx3", images), ("labels-idx1", labels)):
+            header = bytes([0, 0, 8, arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape)
+            with gzip.open(folder / f"{stem}-{kind}-ubyte.gz", "wb") as f:
+                f.write(header + arr.tobytes())
+        if stem == "t10k":
+            return images

@@ -1,4 +1,3 @@
-import gzip
 import io
 import tarfile
 
@@ -8,7 +7,7 @@ import torch
 from PIL import Image
 
 from dprp_lib.engine import data as D
-from conftest import require_lossless, require_mirror
+from conftest import require_lossless, require_mirror, write_fashion_mnist
 
 
 def _jpeg(color) -> bytes:
@@ -59,6 +58,34 @@ def test_the_cache_is_keyed_on_the_source(fake_mirror, tmp_path, monkeypatch):
     assert torch.equal(D.load_dataset("cifar10-mirror", root=tmp_path / "cache").train_x, second.train_x)
 
 
+def test_processes_that_start_together_decode_once(fake_mirror, tmp_path, monkeypatch):
+    """Loaders that find no cache at the same time (parallel runs, test workers): one decodes,
+    the others wait for its cache, and all get the same images."""
+    import threading
+    import time
+
+    real, calls = D._READERS["cifar10-mirror"], []
+
+    def slow_reader(*args):
+        calls.append(threading.get_ident())
+        time.sleep(0.5)  # the others arrive while this one decodes
+        return real(*args)
+
+    monkeypatch.setitem(D._READERS, "cifar10-mirror", slow_reader)
+    got = [None] * 3
+
+    def load(i):
+        got[i] = D.load_dataset("cifar10-mirror", root=tmp_path / "cache", source=fake_mirror)
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert all(torch.equal(d.train_x, got[0].train_x) and torch.equal(d.test_y, got[0].test_y) for d in got)
+
+
 def test_mirror_from_extracted_folder(fake_mirror, tmp_path):
     with tarfile.open(fake_mirror) as tar:
         tar.extractall(tmp_path / "folder")
@@ -80,21 +107,12 @@ def test_missing_data_is_a_clear_error_and_leaves_no_cache(tmp_path, monkeypatch
 
 
 def test_fashion_mnist_idx_files(tmp_path, monkeypatch):
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "fm"
-    folder.mkdir()
-    for stem, shape in (("train-images-idx3-ubyte", (20, 28, 28)), ("train-labels-idx1-ubyte", (20,)),
-                        ("t10k-images-idx3-ubyte", (10, 28, 28)), ("t10k-labels-idx1-ubyte", (10,))):
-        arr = rng.integers(0, 10 if len(shape) == 1 else 256, shape, dtype=np.uint8)
-        header = bytes([0, 0, 8, len(shape)]) + b"".join(d.to_bytes(4, "big") for d in shape)
-        with gzip.open(folder / f"{stem}.gz", "wb") as f:
-            f.write(header + arr.tobytes())
-        if stem.startswith("t10k-images"):
-            test_images = arr
-    monkeypatch.setenv("DPRP_FASHION_MNIST_DIR", str(folder))
+    test_images = write_fashion_mnist(tmp_path / "fm", train=20, test=10)
+    monkeypatch.setenv("DPRP_FASHION_MNIST_DIR", str(tmp_path / "fm"))
     d = D.load_dataset("fashion-mnist", root=tmp_path / "cache")
     assert d.train_x.shape == (20, 1, 28, 28) and d.test_y.shape == (10,)
     assert np.array_equal(d.test_x[:, 0].numpy(), test_images)
+    assert d.train_y.tolist() == [i % 10 for i in range(20)]
 
 
 def test_subset_takes_the_first_images_of_each_class():

@@ -25,6 +25,7 @@ two sources of one data set never share a cache.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -152,13 +153,40 @@ def load_dataset(name: str, root=None, source=None, download: bool = True) -> Im
     source = source or (os.environ.get(SOURCE_ENV[name]) if name in SOURCE_ENV else None)
     cache = root / f"{name}-{source_id(name, source)}.uint8.pt"
     if cache.is_file():
-        d = torch.load(cache, weights_only=True)
-        return ImageData(name, d["train_x"], d["train_y"], d["test_x"], d["test_y"], tuple(d["classes"]))
-    data = _READERS[name](root, source, download)
-    # Written atomically: an interrupted decode leaves no half-written cache behind.
-    save_checkpoint(cache, train_x=data.train_x, train_y=data.train_y, test_x=data.test_x,
-                    test_y=data.test_y, classes=list(data.classes))
+        return _load_cache(name, cache)
+    # Processes that start together (parallel runs, test workers) decode once: the others wait
+    # for the first one's cache instead of decoding the same archive beside it.
+    with _decoding(cache):
+        if cache.is_file():
+            return _load_cache(name, cache)
+        data = _READERS[name](root, source, download)
+        # Written atomically: an interrupted decode leaves no half-written cache behind.
+        save_checkpoint(cache, train_x=data.train_x, train_y=data.train_y, test_x=data.test_x,
+                        test_y=data.test_y, classes=list(data.classes))
     return data
+
+
+def _load_cache(name: str, cache: Path) -> ImageData:
+    d = torch.load(cache, weights_only=True)
+    return ImageData(name, d["train_x"], d["train_y"], d["test_x"], d["test_y"], tuple(d["classes"]))
+
+
+@contextlib.contextmanager
+def _decoding(cache: Path):
+    """An exclusive lock on `<cache>.lock` while one process decodes into `cache` (POSIX; elsewhere
+    no lock, and processes that start together each decode)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.with_name(cache.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def source_id(name: str, source) -> str:
