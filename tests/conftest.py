@@ -22,11 +22,12 @@ MARKERS = {
     "browser": "drives chromium through JupyterLab and the course site",
 }
 NOTEBOOK_MODULES = {"test_notebooks.py", "test_release.py"}
-# nbval executes every chapter in its stored (quick) mode, writing build/metrics/<chapter>.json; the
-# quick-mode claims test runs after it and reads those files instead of executing each chapter again.
+# nbval executes every chapter and worked-solutions notebook in its stored (quick) mode, writing
+# build/metrics/<notebook>.json; the tests named here run after it and read those files instead of
+# executing each notebook again (each executes it itself where nbval did not run).
 SESSION_START = time.time()
 RUNS_BEFORE = set(paths.SCRATCH.glob("*")) if paths.SCRATCH.is_dir() else set()
-AFTER_NBVAL = "test_chapter_claims_hold_on_the_committed_quick_runs"
+AFTER_NBVAL = ("test_chapter_claims_hold_on_the_committed_quick_runs", "test_solutions_run")
 # The work units that take longest on 2 cores (--durations), sent to the workers first so that
 # none is left running a long one alone at the end; the rest follow in the order collected.
 LONGEST_FIRST = ("tests/test_browser.py", "tests/test_train.py", "tests/test_release.py", "chapter-05", "chapter-06",
@@ -44,9 +45,14 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.notebook)
         if item.path.name == "test_browser.py":
             item.add_marker(pytest.mark.browser)
-    items[:] = [i for i in items if AFTER_NBVAL not in i.nodeid] + [i for i in items if AFTER_NBVAL in i.nodeid]
+    items.sort(key=lambda i: reads_nbval(i.nodeid))  # stable: after every nbval item
     rank = {unit: n for n, unit in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda i: rank.get(work_unit(i.nodeid), len(rank)))  # stable: each unit keeps its order
+
+
+def reads_nbval(nodeid: str) -> bool:
+    """Whether the test reads what nbval's execution of a notebook wrote (see AFTER_NBVAL)."""
+    return nodeid.partition("::")[2].partition("[")[0] in AFTER_NBVAL
 
 
 # Chapter 09 reads the runs that chapter 08 trains in smoke mode (test_notebooks' module fixture).
