@@ -27,6 +27,7 @@ dense itself is fastest at that batch size: >= 1.3x dense at batch 256 and >= 1.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import tempfile
@@ -122,12 +123,23 @@ def layer_table(source: torch.nn.Module, deployed: torch.nn.Module) -> list[dict
     return rows
 
 
+def exported(model: torch.nn.Module, x: torch.Tensor, workdir: Path) -> Path:
+    """`model` as an ONNX file in `workdir` (batch size dynamic), exported once: a model built
+    again with the same modules and weights (dense at every batch; the same forms chosen at two
+    batches or by two rows) reuses the file, since an export takes seconds."""
+    h = hashlib.sha256(str(model).encode())
+    for name, t in model.state_dict().items():
+        h.update(name.encode() + str(tuple(t.shape)).encode() + t.detach().contiguous().cpu().numpy().tobytes())
+    path = workdir / f"m{h.hexdigest()[:16]}.onnx"
+    return path if path.is_file() else export(model, path, x[:2])
+
+
 def runtime_fn(runtime: str, model: torch.nn.Module, x: torch.Tensor, workdir: Path, threads: int):
     """A no-argument callable running `model` on `x` in `runtime`."""
     if runtime == "onnxruntime":
         import onnxruntime as ort
 
-        path = export(model, workdir / f"m{id(model)}.onnx", x[:2])
+        path = exported(model, x, workdir)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -194,14 +206,16 @@ def main(argv=None):
     seconds: dict = {}
     params: dict = {}
     layers = {}
+    # one network of each size for every batch: a deployment that comes out the same at two
+    # batches is then the same model, exported to ONNX once (`exported`)
+    sources = {name: dprp.models.build_model(args.model).eval() if spec["ranks"] is None
+               else factored(args.model, spec["ranks"]) for name, spec in models.items()}
     with tempfile.TemporaryDirectory() as tmp:
         for batch in args.batches:
             x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
             needed = dict.fromkeys(ROWS[row][1] for row in args.runtimes)
             built = {}
-            for name, spec in models.items():
-                source = dprp.models.build_model(args.model).eval() if spec["ranks"] is None \
-                    else factored(args.model, spec["ranks"])
+            for name, source in sources.items():
                 built[name] = {how: deploy(source, x, **DEPLOYMENTS[how]) for how in needed}
                 params[name] = {how: dprp.count_params(m) for how, m in built[name].items()}  # padding adds some
                 if name == "~50%" and batch == max(args.batches):
