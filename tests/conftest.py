@@ -30,8 +30,9 @@ RUNS_BEFORE = set(paths.SCRATCH.glob("*")) if paths.SCRATCH.is_dir() else set()
 AFTER_NBVAL = ("test_chapter_claims_hold_on_the_committed_quick_runs", "test_solutions_run")
 # The work units that take longest on 2 cores (--durations), sent to the workers first so that
 # none is left running a long one alone at the end; the rest follow in the order collected.
-LONGEST_FIRST = ("tests/test_browser.py", "tests/test_train.py", "tests/test_release.py", "chapter-05", "chapter-06",
-                 "tests/test_experiments.py", "tests/test_cli.py", "chapter-04", "chapter-02", "chapter-03")
+LONGEST_FIRST = ("tests/test_release.py", "tests/test_browser.py", "tests/test_train.py", "chapter-06", "tests/test_cli.py",
+                 "chapter-08", "chapter-05", "chapter-07", "tests/test_experiments.py", "chapter-04", "chapter-03",
+                 "chapter-02")
 
 
 def pytest_configure(config):
