@@ -89,12 +89,13 @@ def pytest_xdist_make_scheduler(config, log):
     return ByWorkUnit(config, log)
 
 
-def metrics_from_this_session(chapter: str) -> dict | None:
-    """The metrics nbval's execution of `chapter` wrote during this test session, if it did so
-    in quick mode without training anything (no new run in build/runs/); else None."""
+def metrics_from_this_session(notebook: str) -> dict | None:
+    """The metrics nbval's execution of `notebook` (a chapter or its worked solutions, by stem) wrote
+    during this test session, if it did so in quick mode without training anything (no new run in
+    build/runs/); else None."""
     import json
 
-    path = paths.METRICS / f"{chapter}.json"
+    path = paths.METRICS / f"{notebook}.json"
     if not path.is_file() or path.stat().st_mtime < SESSION_START:
         return None
     trained = set(paths.SCRATCH.glob("*")) - RUNS_BEFORE if paths.SCRATCH.is_dir() else set()
@@ -148,5 +149,4 @@ def write_fashion_mnist(folder: Path, train: int, test: int, seed: int = 0):
             header = bytes([0, 0, 8, arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape)
             with gzip.open(folder / f"{stem}-{kind}-ubyte.gz", "wb") as f:
                 f.write(header + arr.tobytes())
-        if stem == "t10k":
-            return images
+    return images  # the last written: t10k's
