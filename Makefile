@@ -19,10 +19,10 @@ export DPRP_CIFAR10_LOSSLESS ?= $(LOSSLESS)
 endif
 export MPLBACKEND ?= Agg
 MODE ?= auto
-# pytest-xdist workers for `make test`, each with its share of the cores: one more than the 2 cores
-# these machines have, since workers also wait on kernels, the browser and subprocesses (measured:
-# 482 s with 3, 533 s with 2). TEST_WORKERS=0 runs in one process.
-TEST_WORKERS ?= 3
+# pytest-xdist workers for `make test`, each with its share of the cores: two more than the cores,
+# since workers also wait on kernels, the browser and subprocesses (measured on 2 cores, one after
+# the other: 408 s with 4 workers, 443 s with 3). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print((os.cpu_count() or 1) + 2)')
 LAB_ARGS ?=
 # JupyterLab refuses to start as root (a container, a root shell) unless told it may.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)

@@ -184,6 +184,38 @@ def test_bf16_autocast_and_compile_run_on_the_cpu_through_a_cut(tmp_path, monkey
     assert history[0]["pruned"] and math.isfinite(history[-1]["train_loss"])  # cut, then trained on
 
 
+def test_a_run_wanted_twice_at_once_is_trained_once(tmp_path, monkeypatch):
+    """Two kernels (or test workers) that need the same run at the same time: one trains it, the
+    other waits for it and loads what it wrote."""
+    import threading
+    import time
+
+    write_fashion_mnist(tmp_path / "fm", train=200, test=100)
+    monkeypatch.setenv("DPRP_FASHION_MNIST_DIR", str(tmp_path / "fm"))
+    config = E.preset("smoke", dataset="fashion-mnist", model="small_cnn", device="cpu")
+    trained = []
+
+    def slow_fit(c):
+        trained.append(c.out_dir)
+        time.sleep(0.5)  # the other arrives while this one trains
+        return fit(c)
+
+    monkeypatch.setattr(E, "fit", slow_fit)
+    got = [None, None]
+
+    def want(i):
+        got[i] = E.run_or_load(config, results=tmp_path / "results", scratch=tmp_path / "scratch", log=None,
+                               data_dir=tmp_path / "data")
+
+    threads = [threading.Thread(target=want, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert trained == [str(tmp_path / "scratch" / E.config_key(got[0].config))]
+    assert sorted(r.loaded for r in got) == [False, True] and got[0].summary == got[1].summary
+
+
 def test_cut_drops_and_epoch_noise_read_a_history():
     history = [{"epoch": 1, "test_acc": 0.30}, {"epoch": 2, "test_acc": 0.40},
                {"epoch": 3, "test_acc_before_cut": 0.50, "test_acc": 0.40, "test_acc_before_cut_recalibrated": 0.55,

@@ -4,6 +4,7 @@
 part of `make test`.)
 """
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -20,8 +21,15 @@ SOLUTIONS = sorted((NOTEBOOKS / "solutions").glob("*.ipynb"))
 
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory):
-    """Smoke runs trained by a chapter, shared with its solutions (which then load them)."""
-    return tmp_path_factory.mktemp("runs")
+    """The smoke runs, one folder for the whole session: chapters share runs (chapter 03's orth=1
+    is chapter 04's sort=1, 06's dprp and 07's all penalties), and the xdist workers that execute
+    them share the folder, so each run is trained once (run_or_load trains a run wanted twice at
+    once only once); the solutions load their chapter's."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    (root / "smoke-runs").mkdir(exist_ok=True)
+    return root / "smoke-runs"
 
 
 def run_notebook(path: Path, tmp_path: Path, runs_dir: Path, mode: str = "smoke") -> dict:
@@ -180,7 +188,8 @@ CLAIMS = {"08_resnet20_cifar10": claims_08, "09_results_vs_paper": claims_09, "0
 
 @pytest.mark.parametrize("path", chapters(), ids=lambda p: p.stem)
 def test_chapter_in_smoke_mode(path, tmp_path, runs_dir):
-    """Every chapter runs end to end, training its own tiny runs."""
+    """Every chapter runs end to end in smoke mode, training the tiny runs of its grid that no chapter
+    before it in this session has trained (the others it loads, as it would committed ones)."""
     assert path.stem in CLAIMS, f"{path.name} has no claims checked here"
     metrics = run_notebook(path, tmp_path, runs_dir)
     assert metrics["mode"] == "smoke"
@@ -269,17 +278,27 @@ def test_test_plumbing_comes_last_and_stays_off_the_site(path):
 
 
 def test_chapters_import_the_installed_package_and_find_the_repository_folders(tmp_path):
-    """No sys.path edits, no folders relative to notebooks/: a chapter copied elsewhere still loads its committed runs."""
-    import shutil
-
-    import nbformat
-
+    """No sys.path edits, no folders relative to notebooks/: a chapter copied elsewhere still loads its
+    committed runs. The copy keeps the chapter's own cells up to its runs (parameters, setup,
+    `chapter_runs`), then records what the kernel found; the rest of the chapter is nbval's."""
     for path in chapters() + SOLUTIONS:
         code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
         assert "sys.path" not in code and '"../' not in code, path.name
     require_mirror()
+    nb = nbformat.read(NOTEBOOKS / "04_sorting.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    runs_cell = next(i for i, c in enumerate(code) if "nb.chapter_runs(" in c.source)
+    nb.cells = code[:2] + [code[runs_cell], nbformat.v4.new_code_cell(
+        "from dprp_lib import paths\n"
+        "from dprp_lib.course.notebook import save_metrics\n"
+        "save_metrics('04_sorting', runs=len(runs), loaded=sum(r.loaded for r in runs.values()),\n"
+        "             folders={k: str(getattr(paths, k)) for k in ('ROOT', 'DATA', 'RESULTS', 'SCRATCH')})")]
+    assert "tags" in code[0].metadata and "parameters" in code[0].metadata["tags"]
     copy = tmp_path / "elsewhere" / "04_sorting.ipynb"
     copy.parent.mkdir()
-    shutil.copy(NOTEBOOKS / "04_sorting.ipynb", copy)
+    nbformat.write(nb, copy)
     execute(copy, tmp_path / "out.ipynb", {"MODE": "quick", "DEVICE": "cpu"}, cell_timeout=900, metrics_dir=tmp_path)
-    assert json.loads((tmp_path / "04_sorting.json").read_text())["total_rank"]["sort=0"] > 0
+    found = json.loads((tmp_path / "04_sorting.json").read_text())
+    assert found["runs"] == found["loaded"] == 4  # every run of the grid loaded from results/, none trained
+    assert found["folders"] == {"ROOT": str(ROOT), "DATA": str(ROOT / "data"), "RESULTS": str(ROOT / "results" / "runs"),
+                                "SCRATCH": str(ROOT / "build" / "runs")}

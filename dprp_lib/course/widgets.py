@@ -365,14 +365,19 @@ class TruncationExplorer(Panel):
         self.views_computed = {}
         for label, model in models.items():
             full = {name: layer.rank for name, layer in svd_layers(model)}
+            accuracy = {}  # by the ranks kept: small energies often keep the same ones, and so the same model
             for eps in energies:
                 cut = copy.deepcopy(model)
                 prune_ranks(cut, energy=eps, reorder=True)  # on sorted |s|: these models were not all trained sorted
                 layers = dict(svd_layers(cut))
+                ranks = {name: layer.rank for name, layer in layers.items()}
+                kept = tuple(ranks.values())
+                if kept not in accuracy:
+                    accuracy[kept] = evaluate(cut)
                 self.views_computed[(label, eps)] = {
-                    "ranks": {name: layer.rank for name, layer in layers.items()}, "full_ranks": full,
+                    "ranks": ranks, "full_ranks": full,
                     "break_even": {name: layer.break_even_rank for name, layer in layers.items()},
-                    "deployed_fraction": deployed_params(cut) / dense_params, "accuracy": evaluate(cut)}
+                    "deployed_fraction": deployed_params(cut) / dense_params, "accuracy": accuracy[kept]}
         self.model = W.Dropdown(options=list(models), description="model")
         self.energy = W.SelectionSlider(options=tuple(energies), value=energies[len(energies) // 2], description="ε",
                                         continuous_update=False)

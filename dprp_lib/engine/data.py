@@ -25,7 +25,6 @@ two sources of one data set never share a cache.
 """
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
@@ -42,6 +41,7 @@ import torch
 
 from .. import paths
 from ..method.checkpoint import save_checkpoint
+from .filelock import exclusive
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -156,7 +156,7 @@ def load_dataset(name: str, root=None, source=None, download: bool = True) -> Im
         return _load_cache(name, cache)
     # Processes that start together (parallel runs, test workers) decode once: the others wait
     # for the first one's cache instead of decoding the same archive beside it.
-    with _decoding(cache):
+    with exclusive(cache.with_name(cache.name + ".lock")):
         if cache.is_file():
             return _load_cache(name, cache)
         data = _READERS[name](root, source, download)
@@ -169,24 +169,6 @@ def load_dataset(name: str, root=None, source=None, download: bool = True) -> Im
 def _load_cache(name: str, cache: Path) -> ImageData:
     d = torch.load(cache, weights_only=True)
     return ImageData(name, d["train_x"], d["train_y"], d["test_x"], d["test_y"], tuple(d["classes"]))
-
-
-@contextlib.contextmanager
-def _decoding(cache: Path):
-    """An exclusive lock on `<cache>.lock` while one process decodes into `cache` (POSIX; elsewhere
-    no lock, and processes that start together each decode)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        yield
-        return
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with open(cache.with_name(cache.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def source_id(name: str, source) -> str:

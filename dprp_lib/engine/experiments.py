@@ -16,6 +16,7 @@ from .. import paths
 from . import runs
 from .config import TrainConfig
 from .data import default_dataset
+from .filelock import exclusive
 from .methods import METHODS
 from .runs import Run, config_key, load_run
 from .train import fit
@@ -39,10 +40,15 @@ def run_or_load(config: TrainConfig, results=None, scratch=None, log=print, data
     if found is not None:
         return found
     out = Path(scratch or paths.SCRATCH) / config_key(config)
-    if log:
-        log(f"training {config.method} {config.model} ({describe(config)}) -> {out}")
-    config = dataclasses.replace(config, out_dir=str(out), resume=True)
-    fit(config)
+    # Two kernels (or test workers) that need the same run at once train it once: the second
+    # waits for the first, then loads what it wrote.
+    with exclusive(out.with_name(out.name + ".lock")):
+        found = find_run(config, results, scratch)
+        if found is not None:
+            return found
+        if log:
+            log(f"training {config.method} {config.model} ({describe(config)}) -> {out}")
+        fit(dataclasses.replace(config, out_dir=str(out), resume=True))
     run = load_run(out)
     run.loaded = False
     return run

@@ -1,0 +1,25 @@
+"""One process at a time: an exclusive lock on a file, for work that processes started together
+(parallel runs, test workers, two open chapters) would otherwise each do beside the others."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path):
+    """Hold an exclusive lock on the file `lock` (created if missing) for the `with` block; others
+    wait. POSIX only: elsewhere there is no lock, and processes that start together each do the work."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
