@@ -201,10 +201,10 @@ def test_a_run_wanted_twice_at_once_is_trained_once(tmp_path, monkeypatch):
         return fit(c)
 
     monkeypatch.setattr(E, "fit", slow_fit)
-    got = [None, None]
+    got, said = [None, None], []
 
     def want(i):
-        got[i] = E.run_or_load(config, results=tmp_path / "results", scratch=tmp_path / "scratch", log=None,
+        got[i] = E.run_or_load(config, results=tmp_path / "results", scratch=tmp_path / "scratch", log=said.append,
                                data_dir=tmp_path / "data")
 
     threads = [threading.Thread(target=want, args=(i,)) for i in range(2)]
@@ -214,6 +214,7 @@ def test_a_run_wanted_twice_at_once_is_trained_once(tmp_path, monkeypatch):
         t.join()
     assert trained == [str(tmp_path / "scratch" / E.config_key(got[0].config))]
     assert sorted(r.loaded for r in got) == [False, True] and got[0].summary == got[1].summary
+    assert sorted(line.split()[0] for line in said) == ["training", "waiting:"]  # the one that waits says why
 
 
 def test_cut_drops_and_epoch_noise_read_a_history():

@@ -7,9 +7,10 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def exclusive(lock: Path):
+def exclusive(lock: Path, waiting=None):
     """Hold an exclusive lock on the file `lock` (created if missing) for the `with` block; others
-    wait. POSIX only: elsewhere there is no lock, and processes that start together each do the work."""
+    wait, each calling `waiting()` first if given (to say why it stands still). POSIX only:
+    elsewhere there is no lock, and processes that start together each do the work."""
     try:
         import fcntl
     except ImportError:  # Windows
@@ -18,7 +19,12 @@ def exclusive(lock: Path):
     lock = Path(lock)
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                waiting()
+            fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
