@@ -134,14 +134,16 @@ def _report_table(summaries) -> str:
 
 
 def cmd_runs(args) -> int:
-    summaries = []
-    for run in args.runs:
-        path = Path(run) / "summary.json"
-        if not path.is_file():
-            print(f"error: no summary.json in {run} (is the run finished?)", file=sys.stderr)
-            return 2
-        summaries.append(json.loads(path.read_text()))
-    print(_report_table(summaries))
+    # Folders without a summary (runs in progress, lock files a glob picks up) are named and
+    # skipped, so that `dprp runs results/runs/*` tables the finished ones.
+    finished = [Path(run) for run in args.runs if (Path(run) / "summary.json").is_file()]
+    unfinished = [run for run in args.runs if Path(run) not in finished]
+    if unfinished:
+        print(f"{'error' if not finished else 'skipped'}: no summary.json in {', '.join(unfinished)} "
+              "(not a finished run)", file=sys.stderr)
+    if not finished:
+        return 2
+    print(_report_table([json.loads((run / "summary.json").read_text()) for run in finished]))
     return 0
 
 

@@ -54,6 +54,10 @@ def test_train_eval_export_runs(tmp_path, capsys):
 
     assert cli.main(["runs", str(run)]) == 0
     assert "CIFAR-10 (JPEG mirror)" in capsys.readouterr().out
+    (tmp_path / "in-progress").mkdir()  # a glob over a runs folder also picks up unfinished runs
+    assert cli.main(["runs", str(run), str(tmp_path / "in-progress")]) == 0
+    out, err = capsys.readouterr()
+    assert "CIFAR-10 (JPEG mirror)" in out and "skipped" in err and "in-progress" in err
 
 
 def test_cli_errors_are_one_line_messages(tmp_path, capsys):
