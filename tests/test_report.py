@@ -136,6 +136,27 @@ def test_the_paper_length_set_is_its_own_table():
         R.full_data_rows(mode="quick")
 
 
+def test_progress_names_each_started_runs_precision(tmp_path):
+    """A run keeps the precision it started in (amp="auto" finds it under either key): the progress
+    table says which, since seeds of one set may differ."""
+    import dataclasses
+    import json
+
+    from dprp_lib.engine import experiments as E
+
+    configs = E.grid("paper-length", "paper")
+    for name, amp in (("resnet20 dense | seed 0", True), ("resnet20 dense | seed 1", False)):
+        folder = tmp_path / E.config_key(dataclasses.replace(configs[name], amp=amp))
+        folder.mkdir()
+        (folder / "checkpoint.pt").write_bytes(b"")  # in progress: a checkpoint, no summary
+        (folder / "metrics.jsonl").write_text(json.dumps({"train_acc": 0.5, "val_acc": 0.4, "deployed_params": 269_722,
+                                                          "processor": "a CPU"}) + "\n")
+    rows = {r["run"]: r for r in R.progress_rows(R.progress("paper-length", tmp_path))}
+    assert (rows["dense | seed 0"]["precision"], rows["dense | seed 1"]["precision"]) == ("bf16", "float32")
+    assert rows["dense | seed 0"]["state"] == "in progress" and rows["dense | seed 0"]["epochs"] == "1 of 164"
+    assert rows["dprp 50% | seed 2"]["precision"] == "—" and rows["dprp 50% | seed 2"]["state"] == "not started"
+
+
 def test_jpeg_cost_pairs_each_lossless_run_with_its_jpeg_twin(tmp_path):
     """Fake run folders under the grids' keys: the changes are lossless minus JPEG, per seed."""
     import dataclasses

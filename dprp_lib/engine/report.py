@@ -329,7 +329,8 @@ def progress(chapter: str = "paper-length", results=None) -> list[dict]:
         dense = count_params(build_model(config.model, 10))
         rows.append({"run": name, "state": state, "epochs_done": len(history),
                      "epochs": config.epochs + config.finetune_epochs, "history": history, "key": folder.name,
-                     "deployed_fraction": history[-1]["deployed_params"] / dense if history else None})
+                     "deployed_fraction": history[-1]["deployed_params"] / dense if history else None,
+                     "amp": config.amp if state != "not started" else None})  # a run keeps its precision
     return rows
 
 
@@ -343,6 +344,7 @@ def progress_rows(rows: list[dict]) -> list[dict]:
                     "training acc %": f"{100 * last['train_acc']:.2f}" if last else "—",
                     "validation acc %": f"{100 * last['val_acc']:.2f}" if last.get("val_acc") is not None else "—",
                     "deployed/dense": f"{r['deployed_fraction']:.1%}" if last else "—",
+                    "precision": {True: "bf16", False: "float32"}.get(r.get("amp"), "—"),
                     "trained on": ", ".join(sorted({h["processor"] for h in r["history"] if "processor" in h})) or "—"})
     return out
 
