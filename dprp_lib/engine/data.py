@@ -156,7 +156,7 @@ def load_dataset(name: str, root=None, source=None, download: bool = True) -> Im
         return _load_cache(name, cache)
     # Processes that start together (parallel runs, test workers) decode once: the others wait
     # for the first one's cache instead of decoding the same archive beside it.
-    with exclusive(cache.with_name(cache.name + ".lock")):
+    with exclusive(cache):
         if cache.is_file():
             return _load_cache(name, cache)
         data = _READERS[name](root, source, download)

@@ -43,7 +43,7 @@ def run_or_load(config: TrainConfig, results=None, scratch=None, log=print, data
     # Two kernels (or test workers) that need the same run at once train it once: the second
     # waits for the first, then loads what it wrote.
     waiting = (lambda: log(f"waiting: another process is training {out}")) if log else None
-    with exclusive(out.with_name(out.name + ".lock"), waiting):
+    with exclusive(out, waiting):
         found = find_run(config, results, scratch)
         if found is not None:
             return found

@@ -7,16 +7,17 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def exclusive(lock: Path, waiting=None):
-    """Hold an exclusive lock on the file `lock` (created if missing) for the `with` block; others
-    wait, each calling `waiting()` first if given (to say why it stands still). POSIX only:
-    elsewhere there is no lock, and processes that start together each do the work."""
+def exclusive(guarded: Path, waiting=None):
+    """Hold an exclusive lock on `<guarded>.lock` (created if missing) for the `with` block, while
+    one process writes `guarded`; others wait, each calling `waiting()` first if given (to say why
+    it stands still). POSIX only: elsewhere there is no lock, and processes that start together
+    each do the work."""
     try:
         import fcntl
     except ImportError:  # Windows
         yield
         return
-    lock = Path(lock)
+    lock = Path(guarded).with_name(Path(guarded).name + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as f:
         try:
