@@ -70,12 +70,14 @@ def course_config(root=ROOT, release="release"):
     return c
 
 
-def api(root=ROOT, release="release"):
+def api(root=ROOT, release="release", execute: bool = True):
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
     in_process_alembic()
     config = course_config(root, release)
+    if not execute:  # nbgrader autograde --no-execute: grade the outputs the notebook carries
+        config.Execute.enabled = config.ClearOutput.enabled = False
     return NbGraderAPI(CourseDirectory(config=config), config=config)
 
 
@@ -130,9 +132,12 @@ def generate(root=ROOT, sources=None, release="release") -> list[Path]:
     return written
 
 
-def autograde(root, assignment: str, student: str) -> dict:
-    """nbgrader autograde of submitted/<student>/<assignment>/, then the scores it recorded."""
-    _check(api(root).autograde(assignment, student, force=True, create=True), f"autograde {assignment} {student}")
+def autograde(root, assignment: str, student: str, execute: bool = True) -> dict:
+    """nbgrader autograde of submitted/<student>/<assignment>/, then the scores it recorded. With
+    `execute=False` (nbgrader's --no-execute) the submission is graded on the outputs it carries,
+    for a notebook that was executed already (its locked cells are still restored)."""
+    _check(api(root, execute=execute).autograde(assignment, student, force=True, create=True),
+           f"autograde {assignment} {student}")
     return scores(root, assignment, student)
 
 
