@@ -21,7 +21,8 @@ export MPLBACKEND ?= Agg
 MODE ?= auto
 # pytest-xdist workers for `make test`, each with its share of the cores: two more than the cores,
 # since workers also wait on kernels, the browser and subprocesses (measured on 2 cores, one after
-# the other: 408 s with 4 workers, 443 s with 3). TEST_WORKERS=0 runs in one process.
+# the other: 408 s with 4 workers, 443 s with 3; on a later commit, 477 s with 6 against 408 s with 4).
+# TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print((os.cpu_count() or 1) + 2)')
 LAB_ARGS ?=
 # JupyterLab refuses to start as root (a container, a root shell) unless told it may.
