@@ -34,6 +34,8 @@ def test_chapter_runs_describes_its_runs_in_every_mode(chapter, mode, monkeypatc
     else:  # full, paper: every image, the validation split said
         assert "45,000 training (5,000 more held out for validation) and 10,000 test images" in out
     assert f"{base.epochs} epochs" in out and f"{len(runs)} runs, {len(runs)} loaded" in out
+    seeds = sorted({r.config.seed for r in runs.values()})  # the runs' own: chapter 07's grid has three
+    assert (f"seeds {', '.join(map(str, seeds))}," if len(seeds) > 1 else f"seed {seeds[0]},") in out
 
 
 @pytest.mark.parametrize("mode", E.MODES)

@@ -37,10 +37,12 @@ def chapter_runs(chapter: str, mode: str, device: str = "auto", data_dir=None, s
     # (train_per_class None), so they cannot be computed from the preset.
     summary = next(iter(runs.values())).summary
     held_out = f" ({summary['val_images']:,} more held out for validation)" if summary.get("val_images") else ""
+    seeds = sorted({r.config.seed for r in runs.values()})
+    seeds = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
     print(f"{len(runs)} runs, {loaded} loaded from {paths.shown(paths.RESULTS)}, {len(runs) - loaded} trained now")
     print(f"each: ResNet-20 on {summary['dataset']}, {summary['train_images']:,} training{held_out} and "
           f"{summary['test_images']:,} test "
-          f"images, {base.epochs} epochs, seed {base.seed}, batch {base.batch_size}, SGD lr {base.lr:g} (cosine), "
+          f"images, {base.epochs} epochs, {seeds}, batch {base.batch_size}, SGD lr {base.lr:g} (cosine), "
           f"cuts after epochs {base.prune_warmup}–{base.prune_stop or base.epochs} at energy {base.energy:g}")
     return runs
 

@@ -98,7 +98,7 @@ def preset(mode: str, **overrides) -> TrainConfig:
                   optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
                   schedule="cosine", warmup_epochs=1, orth=1.0, sort=1.0, sparse_kind="l1",
                   progress=False)
-    # The whole training set less the 5,000-image validation split, 30 epochs: 50-95 minutes
+    # The whole training set less the 5,000-image validation split, 30 epochs: 32-74 minutes
     # a run on one CPU thread, two runs at a time on 2 cores, with the fast path (bf16 +
     # channels_last where bf16 is native, float32 + channels_last elsewhere: amp="auto"; the
     # committed runs were trained in bf16 and are found under their keys). The recipe
