@@ -12,6 +12,7 @@ import torch
 
 from .. import paths
 from ..engine.experiments import MODES, preset, run_grid
+from ..engine.report import seeds_label
 from ..engine.train import resolve_device
 
 
@@ -37,8 +38,7 @@ def chapter_runs(chapter: str, mode: str, device: str = "auto", data_dir=None, s
     # (train_per_class None), so they cannot be computed from the preset.
     summary = next(iter(runs.values())).summary
     held_out = f" ({summary['val_images']:,} more held out for validation)" if summary.get("val_images") else ""
-    seeds = sorted({r.config.seed for r in runs.values()})
-    seeds = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+    seeds = seeds_label(sorted({r.config.seed for r in runs.values()}))
     print(f"{len(runs)} runs, {loaded} loaded from {paths.shown(paths.RESULTS)}, {len(runs) - loaded} trained now")
     print(f"each: ResNet-20 on {summary['dataset']}, {summary['train_images']:,} training{held_out} and "
           f"{summary['test_images']:,} test "

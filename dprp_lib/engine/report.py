@@ -179,6 +179,11 @@ def paired_rows(report: dict, reference: str, variants) -> list[dict]:
     return out
 
 
+def seeds_label(seeds) -> str:
+    """Seeds as text, "seed 0" or "seeds 0, 1, 2" (not a bare "0" that reads as a count)."""
+    return f"seed{'s' if len(seeds) > 1 else ''} " + ", ".join(map(str, seeds))
+
+
 def show_paired(report: dict, reference: str, variants) -> list[dict]:
     """Print `paired_rows` as a table; return them."""
     from ..method.metrics import format_table
@@ -187,9 +192,7 @@ def show_paired(report: dict, reference: str, variants) -> list[dict]:
     print(format_table([{
         "variant": r["variant"],
         "deployed/dense": "not committed yet" if r["deployed_fraction"] is None else f"{r['deployed_fraction']:.1%}",
-        # "seed 0", not a bare "0" that reads as a count
-        "paired seeds": (f"seed{'s' if len(r['seeds']) > 1 else ''} " + ", ".join(map(str, r["seeds"]))
-                         if r["seeds"] else "none yet"),
+        "paired seeds": seeds_label(r["seeds"]) if r["seeds"] else "none yet",
         f"Δ vs {reference} (points)": "—" if r["mean"] is None else f"{r['mean']:+.2f}",
         "per seed": ", ".join(f"{d:+.2f}" for d in r["diffs"]) or "—",
         "95% interval": f"[{r['interval'][1]:+.2f}, {r['interval'][2]:+.2f}]" if r["interval"] else "— (needs 2 seeds)",
